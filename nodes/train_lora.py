@@ -1,0 +1,61 @@
+"""Train LoRA: trains an adapter on the graph's own MODEL/CLIP/VAE and returns them with it applied."""
+from __future__ import annotations
+
+from .types import CATEGORY, DATASET, LORA
+
+NETWORKS = ["LoRA", "LoCon", "LoHa", "LoKr"]
+OPTIMIZERS = ["AdamW", "AdamW8bit", "Lion", "Prodigy", "Adafactor", "SGD"]
+SCHEDULERS = ["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
+
+
+class TrainLoRA:
+    DESCRIPTION = ("Trains a LoRA on the connected model without loading it twice. Outputs the model and CLIP with the "
+                   "LoRA applied (feed a KSampler directly) and the LoRA itself for Save LoRA and Strength Sweep.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL", "CLIP", LORA, "STRING")
+    RETURN_NAMES = ("model", "clip", "lora", "loss_summary")
+    FUNCTION = "train"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "clip": ("CLIP",),
+                "vae": ("VAE",),
+                "dataset": (DATASET,),
+                "network": (NETWORKS, {"default": "LoRA"}),
+                "rank": ("INT", {"default": 16, "min": 1, "max": 256}),
+                "alpha": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 256.0, "step": 0.5, "tooltip": "0 = rank / 2"}),
+                "conv_rank": ("INT", {"default": 8, "min": 1, "max": 256, "tooltip": "LoCon/LoHa/LoKr: rank of 3x3 convs"}),
+                "conv_alpha": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 256.0, "step": 0.5, "tooltip": "0 = conv_rank / 2"}),
+                "epochs": ("INT", {"default": 10, "min": 1, "max": 10000}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+                "gradient_accumulation": ("INT", {"default": 1, "min": 1, "max": 256}),
+                "resolution": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": "0 = the model family's native size (512 SD1.5, 768 SD2-v, 1024 SDXL)"}),
+                "unet_lr": ("FLOAT", {"default": 1e-4, "min": 0.0, "max": 10.0, "step": 1e-6, "round": False}),
+                "text_encoder_lr": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 1e-6, "round": False, "tooltip": "0 = text encoder frozen"}),
+                "optimizer": (OPTIMIZERS, {"default": "AdamW"}),
+                "lr_scheduler": (SCHEDULERS, {"default": "constant"}),
+                "warmup_steps": ("INT", {"default": 0, "min": 0, "max": 100000}),
+                "mixed_precision": (["bf16", "fp16", "fp32"], {"default": "bf16"}),
+                "gradient_checkpointing": ("BOOLEAN", {"default": True}),
+                "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFF}),
+                "noise_offset": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "min_snr_gamma": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 20.0, "step": 0.5, "tooltip": "0 = off"}),
+                "caption_shuffle": ("BOOLEAN", {"default": False}),
+                "keep_tokens": ("INT", {"default": 1, "min": 0, "max": 32}),
+                "caption_dropout": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "flip_augment": ("BOOLEAN", {"default": False}),
+                "save_every_n_epochs": ("INT", {"default": 1, "min": 0, "max": 10000, "tooltip": "Keep the adapter of every Nth epoch (0 = final only)"}),
+                "validation_split": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.5, "step": 0.05}),
+            },
+            "optional": {
+                "resume_from": ("STRING", {"default": "", "tooltip": "A training-state folder from a cancelled run, to continue it"}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def train(self, **inputs):
+        raise NotImplementedError("LoraLabTrainLoRA is not implemented yet")

@@ -1,0 +1,1 @@
+"""Test harness: the real ComfyUI runtime (in-process and as a server), model and data fixtures."""

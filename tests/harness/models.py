@@ -1,0 +1,255 @@
+"""Random-weight Stable Diffusion models built through ComfyUI's own classes, cached on disk.
+
+Tiny configurations keep unit tests fast; `detectable_sd15_checkpoint` writes a file that ComfyUI's
+CheckpointLoaderSimple recognises as SD1.5 by itself, for end-to-end runs through a real server.
+Weights are drawn from a seeded generator, so every run and every machine gets the same model.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+FIXTURE_VERSION = 1  # bump when a builder changes, so caches rebuild
+
+
+def cache_dir() -> pathlib.Path:
+    root = pathlib.Path(os.environ.get("LORALAB_HOME", pathlib.Path.home() / ".cache" / "comfyui-lora-lab"))
+    path = root / "fixtures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dataclass
+class ModelBundle:
+    """What a checkpoint loader hands the graph: MODEL (a ModelPatcher), CLIP and VAE."""
+
+    family: str
+    model: Any
+    clip: Any
+    vae: Any
+
+
+def initialise_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every parameter a sane value: ComfyUI's layers skip `reset_parameters`, leaving garbage."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in sorted(module.named_parameters(), key=lambda item: item[0]):
+            if parameter.ndim >= 2:
+                values = torch.randn(parameter.shape, generator=generator) * 0.02
+            elif name.endswith("weight") or name.endswith("gamma"):
+                values = torch.ones(parameter.shape)
+            else:
+                values = torch.zeros(parameter.shape)
+            parameter.copy_(values.to(parameter.dtype))
+    return module
+
+
+def unet_config(
+    *,
+    model_channels: int,
+    channel_mult: list[int],
+    num_res_blocks: list[int],
+    transformer_depth: list[int],
+    context_dim: int,
+    use_linear_in_transformer: bool,
+    num_heads: int = -1,
+    num_head_channels: int = -1,
+    adm_in_channels: int | None = None,
+) -> dict[str, Any]:
+    """A UNet config in the per-block form ComfyUI's model detection produces from a checkpoint."""
+    depth_in = [depth for depth, blocks in zip(transformer_depth, num_res_blocks) for _ in range(blocks)]
+    depth_out = [depth for depth, blocks in zip(transformer_depth, num_res_blocks) for _ in range(blocks + 1)]
+    config = {
+        "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
+        "model_channels": model_channels, "num_res_blocks": num_res_blocks, "channel_mult": channel_mult,
+        "transformer_depth": depth_in, "transformer_depth_output": depth_out,
+        "transformer_depth_middle": transformer_depth[-1] if transformer_depth[-1] > 0 else -1,
+        "use_spatial_transformer": True, "legacy": False, "context_dim": context_dim,
+        "use_linear_in_transformer": use_linear_in_transformer, "adm_in_channels": adm_in_channels,
+        "use_temporal_resblock": False, "use_temporal_attention": False,
+        "num_heads": num_heads, "num_head_channels": num_head_channels,
+    }
+    if adm_in_channels is not None:
+        config["num_classes"] = "sequential"
+    return config
+
+
+def tiny_clip_config(hidden_size: int = 32, layers: int = 2, heads: int = 2, projection_dim: int | None = None) -> dict[str, Any]:
+    """A CLIP text-model config with the real 49408-token vocabulary, so the real tokenizer fits."""
+    return {
+        "architectures": ["CLIPTextModel"], "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0,
+        "eos_token_id": 49407, "hidden_act": "quick_gelu", "hidden_size": hidden_size,
+        "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": hidden_size * 4,
+        "layer_norm_eps": 1e-05, "max_position_embeddings": 77, "model_type": "clip_text_model",
+        "num_attention_heads": heads, "num_hidden_layers": layers, "pad_token_id": 1,
+        "projection_dim": projection_dim or hidden_size, "torch_dtype": "float32", "vocab_size": 49408,
+    }
+
+
+def tiny_vae_config(latent_channels: int = 4) -> dict[str, Any]:
+    """AutoencoderKL with 8x downsampling (three downsamples), as SD VAEs have, at a few channels."""
+    ddconfig = {
+        "double_z": True, "z_channels": latent_channels, "resolution": 256, "in_channels": 3, "out_ch": 3,
+        "ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0,
+    }
+    return {"params": {"embed_dim": latent_channels, "ddconfig": ddconfig}}
+
+
+# ---------------------------------------------------------------- assembling ComfyUI objects
+
+
+def assemble_model(model_config: Any, unet_sd: dict[str, torch.Tensor], model_type: Any = None) -> Any:
+    """MODEL as `comfy.sd.load_state_dict_guess_config` builds it, but from a known config."""
+    import comfy.model_base
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    load_device = mm.get_torch_device()
+    model_config.set_inference_dtype(torch.float32, None)
+    prefixed = {f"model.diffusion_model.{key}": value for key, value in unet_sd.items()}
+    if model_type is None:
+        model = model_config.get_model(prefixed, "model.diffusion_model.", device=mm.unet_inital_load_device(0, torch.float32))
+    else:
+        model = comfy.model_base.BaseModel(model_config, model_type=model_type)
+    model.load_model_weights(prefixed, "model.diffusion_model.")
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
+
+
+def assemble_clip(clip_target: Any, clip_sd: dict[str, torch.Tensor]) -> Any:
+    import comfy.sd
+
+    clip = comfy.sd.CLIP(target=clip_target, embedding_directory=None)
+    missing, _ = clip.load_sd(clip_sd, full_model=True)
+    if missing:
+        raise RuntimeError(f"fixture CLIP is missing weights: {missing[:5]}")
+    return clip
+
+
+def assemble_vae(vae_sd: dict[str, torch.Tensor], config: dict[str, Any], latent_channels: int) -> Any:
+    import comfy.sd
+
+    vae = comfy.sd.VAE(sd=vae_sd, config=config)
+    vae.latent_channels = latent_channels
+    return vae
+
+
+def split(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {key[len(prefix):]: value for key, value in sd.items() if key.startswith(prefix)}
+
+
+def cached_state_dict(name: str, recipe: dict[str, Any], make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Load a fixture's weights from the cache, building and atomically writing them on first use."""
+    import safetensors.torch
+
+    digest = hashlib.sha256(json.dumps([FIXTURE_VERSION, recipe], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    path = cache_dir() / f"{name}-{digest}.safetensors"
+    if not path.exists():
+        state = {key: value.contiguous() for key, value in make().items()}
+        partial = path.with_suffix(".partial")
+        safetensors.torch.save_file(state, str(partial))
+        os.replace(partial, path)
+    return safetensors.torch.load_file(str(path))
+
+
+def random_weights(module_factory: Callable[[], torch.nn.Module], seed: int) -> dict[str, torch.Tensor]:
+    return initialise_(module_factory(), seed).state_dict()
+
+
+# ---------------------------------------------------------------- SD1.5 family
+
+
+def sd15_clip_target(clip_config: dict[str, Any]) -> Any:
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+
+    clip_model = functools.partial(
+        comfy.sd1_clip.SD1ClipModel,
+        clip_model=functools.partial(comfy.sd1_clip.SDClipModel, textmodel_json_config=clip_config, return_projected_pooled=False),
+    )
+    return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, clip_model)
+
+
+TINY_SD15_UNET = dict(
+    model_channels=32, channel_mult=[1, 2], num_res_blocks=[1, 1], transformer_depth=[1, 1],
+    context_dim=32, use_linear_in_transformer=False, num_heads=2,
+)
+
+
+def tiny_sd15(seed: int = 0) -> ModelBundle:
+    """SD1.5 architecture (eps prediction, one CLIP-L-style encoder, conv proj_in) at toy size."""
+    import comfy.ldm.models.autoencoder
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.ops
+    import comfy.supported_models
+
+    config = unet_config(**TINY_SD15_UNET)
+    clip_config = tiny_clip_config(hidden_size=32)
+    vae_config = tiny_vae_config()
+    recipe = {"unet": config, "clip": clip_config, "vae": vae_config, "seed": seed}
+
+    def make() -> dict[str, torch.Tensor]:
+        unet = random_weights(lambda: openaimodel.UNetModel(**config, operations=comfy.ops.disable_weight_init), seed)
+        target = sd15_clip_target(clip_config)
+        clip = random_weights(lambda: target.clip(device="cpu", dtype=torch.float32), seed + 1)
+        vae = random_weights(lambda: comfy.ldm.models.autoencoder.AutoencoderKL(**vae_config["params"]), seed + 2)
+        return {**{f"unet.{k}": v for k, v in unet.items()}, **{f"clip.{k}": v for k, v in clip.items()},
+                **{f"vae.{k}": v for k, v in vae.items()}}
+
+    sd = cached_state_dict("tiny-sd15", recipe, make)
+    model_config = comfy.supported_models.SD15(config)
+    return ModelBundle(
+        family="sd15",
+        model=assemble_model(model_config, split(sd, "unet.")),
+        clip=assemble_clip(sd15_clip_target(clip_config), split(sd, "clip.")),
+        vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=4),
+    )
+
+
+# ---------------------------------------------------------------- a checkpoint ComfyUI detects by itself
+
+DETECTABLE_SD15_UNET = dict(
+    model_channels=320, channel_mult=[1, 2, 4], num_res_blocks=[1, 1, 1], transformer_depth=[0, 1, 1],
+    context_dim=768, use_linear_in_transformer=False, num_heads=8,
+)
+
+
+def detectable_sd15_checkpoint(seed: int = 0) -> pathlib.Path:
+    """A ~1 GB fp16 SD1.5-architecture checkpoint (reduced UNet, full CLIP-L and VAE), cached.
+
+    CheckpointLoaderSimple detects it as SD1.5 from its tensor shapes alone.
+    """
+    import comfy.ldm.models.autoencoder
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.ops
+    import comfy.sd1_clip
+    import safetensors.torch
+
+    config = unet_config(**DETECTABLE_SD15_UNET)
+    recipe = {"unet": config, "seed": seed, "clip": "clip-l", "vae": "sd"}
+    digest = hashlib.sha256(json.dumps([FIXTURE_VERSION, recipe], sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / f"random-sd15-{digest}.safetensors"
+    if path.exists():
+        return path
+    unet = random_weights(lambda: openaimodel.UNetModel(**config, operations=comfy.ops.disable_weight_init), seed)
+    clip = random_weights(lambda: comfy.sd1_clip.SDClipModel(device="cpu", dtype=torch.float32), seed + 1)
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+    vae = random_weights(lambda: comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=4), seed + 2)
+    state = {f"model.diffusion_model.{k}": v for k, v in unet.items()}
+    state.update({f"cond_stage_model.{k}": v for k, v in clip.items() if not k.endswith("logit_scale")})
+    state.update({f"first_stage_model.{k}": v for k, v in vae.items()})
+    state = {k: v.to(torch.float16).contiguous() for k, v in state.items()}
+    partial = path.with_suffix(".partial")
+    safetensors.torch.save_file(state, str(partial))
+    os.replace(partial, path)
+    return path
+
+
+FAMILIES: dict[str, Callable[..., ModelBundle]] = {"sd15": tiny_sd15}

@@ -1,0 +1,86 @@
+"""Boot the real ComfyUI runtime in this process, with LoRA Lab loaded through ComfyUI's own loader.
+
+ComfyUI expects a few things before its modules import: its root on sys.path, `--cpu` set before
+`comfy.model_management` is imported (a CUDA build of torch without a GPU crashes otherwise), and
+`utils.extra_config` imported before `nodes` (or `nodes.py` shadows the `utils` package).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import sys
+from typing import Any
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+NODE_IDS = ("LoraLabLoadDataset", "LoraLabAutoCaption", "LoraLabTrainLoRA", "LoraLabSaveLoRA", "LoraLabStrengthSweep")
+
+
+def comfyui_path() -> pathlib.Path:
+    value = os.environ.get("COMFYUI_PATH")
+    if not value:
+        raise RuntimeError("COMFYUI_PATH is not set: run the tests through scripts/test.sh, which provisions ComfyUI.")
+    path = pathlib.Path(value).resolve()
+    if not (path / "comfyui_version.py").is_file():
+        raise RuntimeError(f"COMFYUI_PATH={path} is not a ComfyUI tree (no comfyui_version.py).")
+    return path
+
+
+def comfyui_version() -> tuple[int, ...]:
+    text = (comfyui_path() / "comfyui_version.py").read_text()
+    version = text.split('__version__ = "')[1].split('"')[0]
+    return tuple(int(part) for part in version.split("."))
+
+
+_booted: dict[str, Any] = {}
+
+
+def boot() -> Any:
+    """Import ComfyUI (CPU mode) and load this pack as a custom node; returns ComfyUI's `nodes` module."""
+    if "nodes" in _booted:
+        return _booted["nodes"]
+    root = str(comfyui_path())
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import comfy.options
+
+    comfy.options.enable_args_parsing(False)
+    from comfy.cli_args import args
+
+    args.cpu = True
+    import utils.extra_config  # noqa: F401  (must precede `nodes`)
+    import nodes
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    if not asyncio.run(nodes.load_custom_node(str(REPO_ROOT))):
+        raise RuntimeError(f"ComfyUI failed to import the pack at {REPO_ROOT}; see the log above.")
+    missing = [node_id for node_id in NODE_IDS if node_id not in nodes.NODE_CLASS_MAPPINGS]
+    if missing:
+        raise RuntimeError(f"The pack loaded but did not register {missing}.")
+    _booted["nodes"] = nodes
+    return nodes
+
+
+def run_node(node_id: str, **inputs: Any) -> Any:
+    """Run one node as ComfyUI's executor does: a fresh instance, inside `torch.inference_mode()`.
+
+    Returns the node's outputs tuple; the `ui` part, when there is one, is on `.ui` of the result.
+    """
+    import torch
+
+    nodes = boot()
+    node_class = nodes.NODE_CLASS_MAPPINGS[node_id]
+    node = node_class()
+    with torch.inference_mode():
+        output = getattr(node, node_class.FUNCTION)(**inputs)
+    if isinstance(output, dict):
+        result = NodeResult(output.get("result", ()))
+        result.ui = output.get("ui", {})
+        return result
+    return NodeResult(output)
+
+
+class NodeResult(tuple):
+    """A node's outputs, plus the `ui` dict ComfyUI would send to the frontend and keep in /history."""
+
+    ui: dict[str, Any] = {}
