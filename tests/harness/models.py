@@ -62,15 +62,19 @@ def unet_config(
     num_heads: int = -1,
     num_head_channels: int = -1,
     adm_in_channels: int | None = None,
+    middle_depth: int | None = None,
 ) -> dict[str, Any]:
     """A UNet config in the per-block form ComfyUI's model detection produces from a checkpoint."""
     depth_in = [depth for depth, blocks in zip(transformer_depth, num_res_blocks) for _ in range(blocks)]
-    depth_out = [depth for depth, blocks in zip(transformer_depth, num_res_blocks) for _ in range(blocks + 1)]
+    # Output blocks run from the deepest level up, as ComfyUI's detection lists them.
+    depth_out = [depth for depth, blocks in reversed(list(zip(transformer_depth, num_res_blocks))) for _ in range(blocks + 1)]
+    if middle_depth is None:
+        middle_depth = transformer_depth[-1] if transformer_depth[-1] > 0 else -1
     config = {
         "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4,
         "model_channels": model_channels, "num_res_blocks": num_res_blocks, "channel_mult": channel_mult,
         "transformer_depth": depth_in, "transformer_depth_output": depth_out,
-        "transformer_depth_middle": transformer_depth[-1] if transformer_depth[-1] > 0 else -1,
+        "transformer_depth_middle": middle_depth,
         "use_spatial_transformer": True, "legacy": False, "context_dim": context_dim,
         "use_linear_in_transformer": use_linear_in_transformer, "adm_in_channels": adm_in_channels,
         "use_temporal_resblock": False, "use_temporal_attention": False,

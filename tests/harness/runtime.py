@@ -61,6 +61,19 @@ def boot() -> Any:
     return nodes
 
 
+def pack(submodule: str = "") -> Any:
+    """A module of this pack as ComfyUI imported it (e.g. `pack("trainer.families")`).
+
+    ComfyUI imports the pack under a name derived from its path; importing `trainer` directly would
+    create second copies of our classes, and isinstance checks between the two would fail.
+    """
+    import importlib
+
+    boot()
+    name = str(REPO_ROOT).replace(".", "_x_")
+    return importlib.import_module(f"{name}.{submodule}" if submodule else name)
+
+
 def run_node(node_id: str, **inputs: Any) -> Any:
     """Run one node as ComfyUI's executor does: a fresh instance, inside `torch.inference_mode()`.
 

@@ -1,0 +1,52 @@
+"""The dataset value that travels between nodes (LORALAB_DATASET): images, captions and where they came from."""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DatasetImage:
+    """One training image and its caption.
+
+    `caption` is what training uses (sidecar text, or the folder's class tokens when there is none);
+    `caption_path` is where the sidecar lives or would live, so captioners know where to write.
+    """
+
+    path: pathlib.Path
+    caption: str
+    caption_path: pathlib.Path
+    has_caption_file: bool
+    folder: str  # subfolder name as on disk ("10_ohwx woman"), "" for a flat folder
+    repeats: int
+    width: int  # after EXIF orientation
+    height: int
+    is_regularization: bool = False
+
+
+@dataclass(frozen=True)
+class LoraDataset:
+    """An immutable set of images; nodes derive new datasets with `with_captions` instead of mutating."""
+
+    root: pathlib.Path
+    images: tuple[DatasetImage, ...]
+    caption_extension: str = ".txt"
+    base_resolution: int = 512
+    report: str = ""
+
+    @property
+    def training_images(self) -> tuple[DatasetImage, ...]:
+        return tuple(image for image in self.images if not image.is_regularization)
+
+    @property
+    def regularization_images(self) -> tuple[DatasetImage, ...]:
+        return tuple(image for image in self.images if image.is_regularization)
+
+    def with_captions(self, captions: dict[pathlib.Path, str]) -> "LoraDataset":
+        """A copy whose images at the given paths carry new captions (the rest unchanged)."""
+        images = tuple(
+            dataclasses.replace(image, caption=captions[image.path]) if image.path in captions else image
+            for image in self.images
+        )
+        return dataclasses.replace(self, images=images)
