@@ -1,6 +1,18 @@
 """Train LoRA: trains an adapter on the graph's own MODEL/CLIP/VAE and returns them with it applied."""
 from __future__ import annotations
 
+import pathlib
+import time
+
+import comfy.model_management as mm
+import comfy.sd
+import folder_paths
+
+from ..trainer.errors import SettingsError
+from ..trainer.loop import TrainingCancelled, train_lora
+from ..trainer.settings import TrainingSettings
+from ..trainer.summary import loss_summary
+from .comfy_progress import ComfyObserver, log
 from .types import CATEGORY, DATASET, LORA
 
 NETWORKS = ["LoRA", "LoCon", "LoHa", "LoKr"]
@@ -57,5 +69,40 @@ class TrainLoRA:
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def train(self, **inputs):
-        raise NotImplementedError("LoraLabTrainLoRA is not implemented yet")
+    def train(self, model, clip, vae, dataset, resume_from: str = "", unique_id: str | None = None, **inputs):
+        settings = TrainingSettings.from_inputs(inputs)
+        resume = resolve_state_dir(resume_from) if resume_from.strip() else None
+        state_dir = resume or new_state_dir(settings.seed)
+        try:
+            outcome = train_lora(model, clip, vae, dataset, settings, ComfyObserver(unique_id), state_dir, resume)
+        except TrainingCancelled as cancelled:
+            log.warning("Training cancelled. To continue it, set resume_from to: %s", cancelled.state_dir)
+            mm.throw_exception_if_processing_interrupted()
+            raise
+        lora = outcome.lora
+        # Apply the final adapter exactly as LoraLoader would, so a KSampler downstream sees what the file gives.
+        model_out, clip_out = comfy.sd.load_lora_for_models(model, clip, lora.weights(), 1.0, 1.0)
+        summary = loss_summary(lora, outcome.warning)
+        return {"ui": {"text": [summary]}, "result": (model_out, clip_out, lora, summary)}
+
+
+def new_state_dir(seed: int) -> pathlib.Path:
+    """A fresh folder under ComfyUI's output directory for this run's resumable state."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root = pathlib.Path(folder_paths.get_output_directory()) / "loralab" / "training_state"
+    candidate = root / f"{stamp}-seed{seed}"
+    counter = 1
+    while candidate.exists():
+        counter += 1
+        candidate = root / f"{stamp}-seed{seed}-{counter}"
+    return candidate
+
+
+def resolve_state_dir(text: str) -> pathlib.Path:
+    path = pathlib.Path(text.strip())
+    if not path.is_absolute():
+        path = pathlib.Path(folder_paths.get_output_directory()) / path
+    if not path.is_dir():
+        raise SettingsError(f"resume_from: {path} does not exist. Use the folder printed when the run was cancelled "
+                            "(under ComfyUI's output/loralab/training_state/).")
+    return path

@@ -1,0 +1,77 @@
+"""Training progress in ComfyUI: the node's progress bar, text under the node, websocket events, the console."""
+from __future__ import annotations
+
+import logging
+
+import comfy.model_management as mm
+import comfy.utils
+
+from ..trainer.progress import EpochReport, StepReport
+
+log = logging.getLogger("LoRA Lab")
+EVENT = "loralab.train"
+
+
+def _server():
+    try:
+        from server import PromptServer
+    except ImportError:
+        return None
+    return getattr(PromptServer, "instance", None)
+
+
+def _prompt_id() -> str | None:
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:
+        return None
+    context = get_executing_context()
+    return getattr(context, "prompt_id", None)
+
+
+class ComfyObserver:
+    """Implements trainer.progress.TrainingObserver for a node run inside ComfyUI."""
+
+    def __init__(self, node_id: str | None) -> None:
+        self.node_id = node_id
+        self.progress_bar: comfy.utils.ProgressBar | None = None
+        self.server = _server()
+        self.prompt_id = _prompt_id()
+
+    def _text(self, text: str) -> None:
+        if self.server is not None and self.node_id is not None:
+            self.server.send_progress_text(text, self.node_id)
+
+    def _event(self, payload: dict) -> None:
+        if self.server is not None:
+            payload = {"node": self.node_id, "prompt_id": self.prompt_id, **payload}
+            self.server.send_sync(EVENT, payload, getattr(self.server, "client_id", None))
+
+    def on_stage(self, text: str) -> None:
+        log.info(text)
+        self._text(text)
+
+    def on_step(self, report: StepReport) -> None:
+        if self.progress_bar is None:
+            self.progress_bar = comfy.utils.ProgressBar(report.total_steps, node_id=self.node_id)
+        self.progress_bar.update_absolute(report.step, report.total_steps)
+        eta = report.eta_seconds
+        text = (f"epoch {report.epoch}/{report.total_epochs}  step {report.step}/{report.total_steps}  "
+                f"loss {report.loss:.4f}  {report.steps_per_second:.2f} it/s  ETA {int(eta // 60)}m{int(eta % 60):02d}s")
+        if report.step == 1 or report.step % 10 == 0 or report.step == report.total_steps:
+            log.info(text)
+        self._text(text)
+        self._event({"kind": "step", "step": report.step, "total_steps": report.total_steps, "epoch": report.epoch,
+                     "epochs": report.total_epochs, "loss": report.loss, "lr": report.learning_rate,
+                     "it_s": report.steps_per_second, "eta_s": eta})
+
+    def on_epoch(self, report: EpochReport) -> None:
+        text = f"epoch {report.epoch}/{report.total_epochs} done: loss {report.train_loss:.4f}"
+        if report.validation_loss is not None:
+            text += f", validation loss {report.validation_loss:.4f}"
+        log.info(text)
+        self._event({"kind": "epoch", "epoch": report.epoch, "epochs": report.total_epochs,
+                     "loss": report.train_loss, "validation_loss": report.validation_loss})
+
+    def interrupted(self) -> bool:
+        return mm.processing_interrupted()

@@ -1,0 +1,389 @@
+"""The training loop: one narrated pass over kohya-style epochs on the graph's own model."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import pathlib
+import random
+import time
+from dataclasses import dataclass
+
+import comfy.model_management as mm
+import torch
+
+from . import data, objectives, session
+from .adapters import AdapterSet, create_adapters
+from .dataset import LoraDataset
+from .errors import DatasetError, OutOfMemory, SettingsError, TrainingDiverged
+from .families import Family, detect_family
+from .kohya_names import text_encoder_name, unet_names
+from .optim import build_optimizer, build_scheduler
+from .progress import EpochReport, StepReport, TrainingObserver
+from .run_state import RunPosition, RunState, load_run_state, save_run_state
+from .settings import TrainingSettings
+from .targets import text_encoder_targets, unet_targets
+from .trained_lora import EpochWeights, TrainedLora
+
+log = logging.getLogger(__name__)
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainingOutcome:
+    lora: TrainedLora
+    warning: str = ""  # set when training stopped early (divergence) but good epochs were kept
+
+
+class TrainingCancelled(Exception):
+    """Raised after the resumable state was written; the node turns it into ComfyUI's interrupt."""
+
+    def __init__(self, state_dir: pathlib.Path) -> None:
+        super().__init__(f"Training cancelled; its state is in {state_dir}")
+        self.state_dir = state_dir
+
+
+def dataset_fingerprint(dataset: LoraDataset) -> str:
+    text = "\n".join(f"{image.path}|{image.caption}|{image.repeats}" for image in dataset.images)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def step_seed(seed: int, epoch: int, batch_index: int) -> int:
+    """Each batch's randomness depends only on its position, so a resumed run repeats it exactly."""
+    return int(hashlib.sha256(f"{seed}:{epoch}:{batch_index}".encode()).hexdigest()[:15], 16)
+
+
+class Trainer:
+    """Holds one run's pieces so the loop below reads as the maths it does."""
+
+    def __init__(self, model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, observer: TrainingObserver,
+                 state_dir: pathlib.Path, resume_from: pathlib.Path | None = None) -> None:
+        self.model, self.clip, self.vae = model, clip, vae
+        self.dataset, self.settings, self.observer = dataset, settings, observer
+        self.state_dir = state_dir
+        self.family: Family = detect_family(model)
+        self.resolution = settings.resolution or self.family.native_resolution
+        self.device = mm.get_torch_device()
+        self.resume = load_run_state(resume_from) if resume_from else None
+        if self.resume:
+            self._check_resumable(self.resume)
+
+    # ------------------------------------------------------------------ setup
+
+    def _check_resumable(self, state: RunState) -> None:
+        differing = [name for name, value in self.settings.as_dict().items()
+                     if name != "epochs" and state.settings.get(name) != value]
+        if differing:
+            raise SettingsError(f"resume_from: the saved run used different settings ({', '.join(differing)}); "
+                                "set them back to the saved values to continue it, or clear resume_from to start over.")
+        if state.dataset_fingerprint != dataset_fingerprint(self.dataset):
+            raise SettingsError("resume_from: the dataset changed since the run was saved (images or captions differ); "
+                                "continue with the same dataset, or clear resume_from.")
+
+    def _build_adapters(self) -> tuple[AdapterSet | None, AdapterSet | None]:
+        s = self.settings
+        unet = None
+        if s.unet_lr > 0:
+            diffusion_model = self.model.model.diffusion_model
+            targets = unet_targets(diffusion_model, include_convs=s.trains_convs)
+            names = unet_names(self.model.model.model_config.unet_config, self.family, [t.path for t in targets])
+            unet = create_adapters(targets, names, diffusion_model, s.network, s.rank, s.network_alpha,
+                                   s.conv_rank, s.network_conv_alpha)
+        text = None
+        if s.trains_text_encoder:
+            encoder = self.clip_for_training.cond_stage_model
+            targets = text_encoder_targets(encoder, self.family.text_encoder_prefixes)
+            names = {t.path: text_encoder_name(t.path, self.family) for t in targets}
+            text = create_adapters(targets, names, encoder, s.network, s.rank, s.network_alpha, s.conv_rank, s.network_conv_alpha)
+        return unet, text
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> TrainingOutcome:
+        with torch.inference_mode(False), session.training_flag():
+            self.unet_patcher = session.isolated_clone(self.model)
+            self.clip_for_training = self.clip.clone() if self.settings.trains_text_encoder else self.clip
+            self.unet_adapters, self.text_adapters = self._build_adapters()
+            session.inject(self.unet_patcher, session.PartInjection(
+                self.unet_patcher.model.diffusion_model, self.unet_adapters,
+                session.checkpoint_blocks(self.unet_patcher.model.diffusion_model) if self.settings.gradient_checkpointing else [],
+                out_of_place_clip=False, device=self.device))
+            if self.text_adapters:
+                session.inject(self.clip_for_training.patcher, session.PartInjection(
+                    self.clip_for_training.cond_stage_model, self.text_adapters, [], out_of_place_clip=True, device=self.device))
+            try:
+                return self._train()
+            except mm.OOM_EXCEPTION as error:
+                raise OutOfMemory(
+                    f"Out of GPU memory while training at resolution {self.resolution}, batch_size {self.settings.batch_size}, "
+                    f"rank {self.settings.rank}. Lower batch_size or resolution, turn gradient_checkpointing on, "
+                    "use optimizer AdamW8bit or Adafactor, or set text_encoder_lr to 0. The memory was released."
+                ) from error
+            finally:
+                session.unload(self.unet_patcher)
+                if self.text_adapters:
+                    session.unload(self.clip_for_training.patcher)
+                self.unet_adapters = self.text_adapters = None
+                session.release_memory()
+
+    def _train(self) -> TrainingOutcome:
+        s = self.settings
+        training_images, validation_images = data.split_validation(list(self.dataset.images), s.validation_split, s.seed)
+        if not training_images:
+            raise DatasetError(f"The dataset at {self.dataset.root} has no training images left.")
+
+        # Encode every image once with the VAE, at its aspect bucket; the VAE is not needed again.
+        self.observer.on_stage("Encoding images with the VAE")
+        with torch.no_grad():
+            self.samples = data.encode_samples(training_images, self.vae, self.model, self.resolution,
+                                               self.family.bucket_step, s.flip_augment, self.device, lambda n: None)
+            self.validation_samples = data.encode_samples(validation_images, self.vae, self.model, self.resolution,
+                                                          self.family.bucket_step, False, self.device, lambda n: None)
+            # Frozen text encoder and fixed captions: encode each caption once and keep the model conditioning.
+            cached = self.samples + self.validation_samples if not s.trains_text_encoder and s.static_captions else self.validation_samples
+            if cached:
+                self.observer.on_stage("Encoding captions")
+            for sample in cached:
+                sample.conds = self._conds_for(sample, sample.image.caption)
+
+        mm.load_models_gpu([self.unet_patcher], force_full_load=True)
+        self.model_sampling = self.unet_patcher.get_model_object("model_sampling")
+        self.prediction = objectives.prediction_type(self.model_sampling)
+
+        batches_per_epoch = len(data.epoch_batches(self.samples, s.batch_size, s.seed, 1))
+        self.steps_per_epoch = math.ceil(batches_per_epoch / s.gradient_accumulation)
+        total_steps = self.steps_per_epoch * s.epochs
+        groups = []
+        if self.unet_adapters:
+            groups.append({"params": self.unet_adapters.parameters(), "lr": s.unet_lr})
+        if self.text_adapters:
+            groups.append({"params": self.text_adapters.parameters(), "lr": s.text_encoder_lr})
+        self.optimizer = build_optimizer(s.optimizer, groups, self.device)
+        self.scheduler = build_scheduler(s.lr_scheduler, self.optimizer, s.warmup_steps, total_steps)
+        self.scaler = torch.amp.GradScaler(self.device.type) if s.mixed_precision == "fp16" else None
+
+        state = self._initial_state()
+        self.observer.on_stage(f"Training {s.epochs} epochs x {self.steps_per_epoch} steps")
+        started = time.monotonic()
+        steps_this_session = 0
+        warning = ""
+        for epoch in range(state.position.epoch, s.epochs + 1):
+            batches = data.epoch_batches(self.samples, s.batch_size, s.seed, epoch)
+            epoch_losses: list[float] = []
+            accumulated: list[float] = []
+            start_batch = state.position.batch_index if epoch == state.position.epoch else 0
+            for batch_index in range(start_batch, len(batches)):
+                loss = self._micro_step(batches[batch_index], step_seed(s.seed, epoch, batch_index))
+                if not math.isfinite(loss):
+                    warning = self._divergence_message(epoch, state)
+                    if not state.epochs:
+                        raise TrainingDiverged(warning)
+                    return TrainingOutcome(self._result(state), warning)
+                accumulated.append(loss)
+                is_last = batch_index == len(batches) - 1
+                if len(accumulated) < s.gradient_accumulation and not is_last:
+                    continue
+                # Enough micro-batches accumulated: one optimizer step.
+                self._optimizer_step()
+                state.position = RunPosition(epoch, batch_index + 1, state.position.optimizer_step + 1)
+                step_loss = sum(accumulated) / len(accumulated)
+                accumulated.clear()
+                epoch_losses.append(step_loss)
+                learning_rate = self.scheduler.get_last_lr()[0]
+                state.loss_history.append([state.position.optimizer_step, step_loss])
+                state.learning_rate_history.append([state.position.optimizer_step, learning_rate])
+                steps_this_session += 1
+                rate = steps_this_session / max(1e-9, time.monotonic() - started)
+                if self.observer.interrupted():
+                    self._save_state(state)
+                    raise TrainingCancelled(self.state_dir)
+                self.observer.on_step(StepReport(state.position.optimizer_step, total_steps, epoch, s.epochs,
+                                                 step_loss, learning_rate, rate))
+            self._end_epoch(state, epoch, epoch_losses)
+        return TrainingOutcome(self._result(state), warning)
+
+    def _initial_state(self) -> RunState:
+        if self.resume is None:
+            return RunState(self.settings.as_dict(), self.family.name, dataset_fingerprint(self.dataset), RunPosition(),
+                            {}, {}, {}, None, started_at=time.time())
+        state = self.resume
+        self._load_adapters(state.adapters)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        if self.scaler and state.scaler:
+            self.scaler.load_state_dict(state.scaler)
+        if state.position.batch_index >= len(data.epoch_batches(self.samples, self.settings.batch_size, self.settings.seed, state.position.epoch)):
+            state.position = RunPosition(state.position.epoch + 1, 0, state.position.optimizer_step)
+        return state
+
+    # ------------------------------------------------------------------ one step
+
+    def _micro_step(self, batch: list[int], seed: int) -> float:
+        """Forward and backward for one micro-batch; returns its loss."""
+        s = self.settings
+        generator = torch.Generator().manual_seed(seed)
+        chooser = random.Random(seed)
+        samples = [self.samples[index] for index in batch]
+
+        # Clean latents, mirrored at random when flip augmentation is on.
+        latents = torch.stack([
+            sample.flipped_latents if sample.flipped_latents is not None and chooser.random() < 0.5 else sample.latents
+            for sample in samples])
+        conds = data.batch_conds([sample.conds or self._conds_for(sample, self._caption_for(sample, chooser)) for sample in samples])
+
+        # Forward diffusion: noise (with optional offset) at a uniformly drawn training timestep per sample.
+        noise = torch.randn(latents.shape, generator=generator)
+        if s.noise_offset > 0:
+            noise += s.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator)
+        sigmas = objectives.sample_sigmas(self.model_sampling, latents.shape[0], generator).to(self.device)
+        noisy = objectives.noisy_latents(self.model_sampling, sigmas, noise.to(self.device), latents)
+
+        # The model predicts; the loss is measured in its own prediction space, min-SNR weighted.
+        with self._autocast():
+            denoised = self._apply_model(noisy, sigmas, conds)
+        losses = objectives.per_sample_loss(denoised, latents, sigmas, self.model_sampling)
+        loss = (losses * objectives.min_snr_weight(self.model_sampling, sigmas, s.min_snr_gamma)).mean()
+        if not torch.isfinite(loss):
+            return float("nan")
+        scaled = loss / s.gradient_accumulation
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        return loss.item()
+
+    def _apply_model(self, noisy: torch.Tensor, sigmas: torch.Tensor, conds: dict[str, torch.Tensor]) -> torch.Tensor:
+        options = self.unet_patcher.model_options.get("transformer_options", {}).copy()
+        return self.unet_patcher.model.apply_model(noisy, sigmas, transformer_options=options, **conds)
+
+    def _optimizer_step(self) -> None:
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.settings.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, self.settings.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _autocast(self):
+        dtype = AUTOCAST.get(self.settings.mixed_precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+    def _caption_for(self, sample: data.Sample, chooser: random.Random) -> str:
+        from .captions import process_caption
+
+        s = self.settings
+        return process_caption(sample.image.caption, chooser, s.caption_shuffle, s.keep_tokens, s.caption_dropout)
+
+    def _conds_for(self, sample: data.Sample, caption: str) -> dict:
+        """Text conditioning for one sample; carries gradients when the text encoder trains."""
+        with contextlib.nullcontext() if self.settings.trains_text_encoder else torch.no_grad():
+            cond, pooled = data.encode_text(self.clip_for_training, caption)
+        return data.model_conds(self.model, sample, cond.to(self.device), None if pooled is None else pooled.to(self.device), self.device)
+
+    # ------------------------------------------------------------------ epochs, validation, results
+
+    def validation_loss(self) -> float | None:
+        """Mean loss over held-out images at fixed timesteps and fixed noise: comparable across epochs."""
+        if not self.validation_samples:
+            return None
+        generator = torch.Generator().manual_seed(self.settings.seed)
+        sigmas = objectives.validation_sigmas(self.model_sampling)
+        total = []
+        with torch.no_grad(), self._autocast():
+            for sample in self.validation_samples:
+                for sigma in sigmas:
+                    noise = torch.randn((1, *sample.latents.shape), generator=generator).to(self.device)
+                    sigma_batch = sigma.view(1).to(self.device)
+                    noisy = objectives.noisy_latents(self.model_sampling, sigma_batch, noise, sample.latents[None])
+                    denoised = self._apply_model(noisy, sigma_batch, data.batch_conds([sample.conds]))
+                    total.append(objectives.per_sample_loss(denoised, sample.latents[None], sigma_batch, self.model_sampling).item())
+        return sum(total) / len(total)
+
+    def _end_epoch(self, state: RunState, epoch: int, losses: list[float]) -> None:
+        s = self.settings
+        train_loss = sum(losses) / len(losses) if losses else float("nan")
+        validation = self.validation_loss()
+        if validation is not None:
+            state.validation_history.append([epoch, validation])
+        keep = epoch == s.epochs or (s.save_every_n_epochs > 0 and epoch % s.save_every_n_epochs == 0)
+        if keep:
+            state.epochs[epoch] = EpochWeights(epoch, state.position.optimizer_step, self._kohya_weights(), train_loss, validation)
+        state.position = RunPosition(epoch + 1, 0, state.position.optimizer_step)
+        self._save_state(state)
+        self.observer.on_epoch(EpochReport(epoch, s.epochs, train_loss, validation))
+
+    def _kohya_weights(self) -> dict[str, torch.Tensor]:
+        weights = {}
+        for adapters in (self.unet_adapters, self.text_adapters):
+            if adapters:
+                weights.update(adapters.kohya_state_dict())
+        return weights
+
+    def _load_adapters(self, raw: dict[str, torch.Tensor]) -> None:
+        for adapters in (self.unet_adapters, self.text_adapters):
+            if adapters:
+                adapters.load_raw_state(raw)
+
+    def _save_state(self, state: RunState) -> None:
+        raw = {}
+        for adapters in (self.unet_adapters, self.text_adapters):
+            if adapters:
+                raw.update(adapters.raw_state())
+        state.adapters = raw
+        state.optimizer = self.optimizer.state_dict()
+        state.scheduler = self.scheduler.state_dict()
+        state.scaler = self.scaler.state_dict() if self.scaler else None
+        save_run_state(self.state_dir, state)
+
+    def _divergence_message(self, epoch: int, state: RunState) -> str:
+        s = self.settings
+        kept = f"The last good epoch ({max(state.epochs)}) is kept." if state.epochs else "No epoch finished, so nothing was kept."
+        advice = ("fp16 overflows easily: use mixed_precision bf16 (or fp32)" if s.mixed_precision == "fp16"
+                  else f"lower unet_lr (now {s.unet_lr:g})" + (f" and text_encoder_lr (now {s.text_encoder_lr:g})" if s.trains_text_encoder else ""))
+        return f"Training stopped in epoch {epoch}: the loss became NaN/inf (diverged). {kept} To fix: {advice}."
+
+    def _result(self, state: RunState) -> TrainedLora:
+        s = self.settings
+        validation = [(int(e), float(v)) for e, v in state.validation_history]
+        if validation:
+            best = min((v, e) for e, v in validation if e in state.epochs) if any(e in state.epochs for e, _ in validation) else None
+            recommended = best[1] if best else max(state.epochs)
+            reason = f"epoch {recommended} has the lowest validation loss among the kept epochs"
+        else:
+            recommended = max(state.epochs)
+            reason = "no validation split was set, so the last epoch is recommended; set validation_split to choose by held-out loss"
+        return TrainedLora(
+            family=self.family.name, network=s.network, rank=s.rank, alpha=s.network_alpha,
+            conv_rank=s.conv_rank if s.trains_convs else None, conv_alpha=s.network_conv_alpha if s.trains_convs else None,
+            epochs=dict(state.epochs), settings=s.as_dict(), dataset_summary=self._dataset_summary(),
+            loss_history=[(int(a), float(b)) for a, b in state.loss_history],
+            learning_rate_history=[(int(a), float(b)) for a, b in state.learning_rate_history],
+            validation_history=validation, recommended_epoch=recommended, recommendation=reason,
+            state_dir=str(self.state_dir), started_at=state.started_at, finished_at=time.time(),
+        )
+
+    def _dataset_summary(self) -> dict:
+        tag_frequency: dict[str, dict[str, int]] = {}
+        dirs: dict[str, dict[str, int]] = {}
+        for image in self.dataset.images:
+            folder = image.folder or self.dataset.root.name
+            entry = dirs.setdefault(folder, {"n_repeats": image.repeats, "img_count": 0})
+            entry["img_count"] += 1
+            tags = tag_frequency.setdefault(folder, {})
+            for tag in (t.strip().lower() for t in image.caption.split(",")):
+                if tag:
+                    tags[tag] = tags.get(tag, 0) + 1
+        return {"tag_frequency": tag_frequency, "dataset_dirs": dirs,
+                "num_train_images": sum(sample.image.repeats for sample in self.samples),
+                "num_validation_images": len(self.validation_samples), "resolution": self.resolution,
+                "buckets": sorted({sample.bucket for sample in self.samples}), "steps_per_epoch": self.steps_per_epoch}
+
+
+def train_lora(model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, observer: TrainingObserver,
+               state_dir: pathlib.Path, resume_from: pathlib.Path | None = None) -> TrainingOutcome:
+    """Train a LoRA on the graph's MODEL/CLIP/VAE; they are left exactly as they were."""
+    return Trainer(model, clip, vae, dataset, settings, observer, state_dir, resume_from).run()
