@@ -65,7 +65,8 @@ class Trainer:
         self.family: Family = detect_family(model)
         self.resolution = settings.resolution or self.family.native_resolution
         self.device = mm.get_torch_device()
-        self.resume = load_run_state(resume_from) if resume_from else None
+        with torch.inference_mode(False):  # nodes run in inference mode; the optimizer state must be trainable
+            self.resume = load_run_state(resume_from) if resume_from else None
         if self.resume:
             self._check_resumable(self.resume)
 
@@ -82,6 +83,12 @@ class Trainer:
                                 "continue with the same dataset, or clear resume_from.")
 
     def _build_adapters(self) -> tuple[AdapterSet | None, AdapterSet | None]:
+        # peft draws initial weights from torch's global generator: seed a private fork of it.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.settings.seed)
+            return self._create_adapters()
+
+    def _create_adapters(self) -> tuple[AdapterSet | None, AdapterSet | None]:
         s = self.settings
         unet = None
         if s.unet_lr > 0:
@@ -96,6 +103,9 @@ class Trainer:
             targets = text_encoder_targets(encoder, self.family.text_encoder_prefixes)
             names = {t.path: text_encoder_name(t.path, self.family) for t in targets}
             text = create_adapters(targets, names, encoder, s.network, s.rank, s.network_alpha, s.conv_rank, s.network_conv_alpha)
+        for adapters in (unet, text):
+            if adapters:
+                adapters.to(self.device)  # fp32 on the training device, whatever the base weights are
         return unet, text
 
     # ------------------------------------------------------------------ run
@@ -147,7 +157,8 @@ class Trainer:
             for sample in cached:
                 sample.conds = self._conds_for(sample, sample.image.caption)
 
-        mm.load_models_gpu([self.unet_patcher], force_full_load=True)
+        patchers = [self.unet_patcher] + ([self.clip_for_training.patcher] if self.text_adapters else [])
+        mm.load_models_gpu(patchers, force_full_load=True)
         self.model_sampling = self.unet_patcher.get_model_object("model_sampling")
         self.prediction = objectives.prediction_type(self.model_sampling)
 

@@ -1,0 +1,208 @@
+"""Training on the graph's own models: it learns, pairs captions, leaves the MODEL untouched, resumes exactly."""
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import torch
+
+from harness import models, runtime, training_data
+
+TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
+loop = runtime.pack("trainer.loop")
+errors = runtime.pack("trainer.errors")
+SilentObserver = runtime.pack("trainer.progress").SilentObserver
+
+FAST = dict(rank=4, resolution=64, mixed_precision="fp32", batch_size=1, save_every_n_epochs=1, seed=7)
+
+
+def node_inputs(bundle, dataset, **overrides):
+    """Every Train LoRA input at its widget default, with test overrides."""
+    required = runtime.boot().NODE_CLASS_MAPPINGS["LoraLabTrainLoRA"].INPUT_TYPES()["required"]
+    inputs = {name: spec[1]["default"] for name, spec in required.items() if len(spec) > 1 and "default" in spec[1]}
+    inputs.update(model=bundle.model, clip=bundle.clip, vae=bundle.vae, dataset=dataset, **FAST)
+    inputs.update(overrides)
+    return inputs
+
+
+def sample_image(bundle, text="sks, a red circle") -> torch.Tensor:
+    """What a user sees from the MODEL/CLIP: CLIPTextEncode -> KSampler with a fixed seed."""
+    positive = runtime.run_node("CLIPTextEncode", clip=bundle.clip, text=text)[0]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    return runtime.run_node("KSampler", model=bundle.model, seed=3, steps=2, cfg=1.0, sampler_name="euler",
+                            scheduler="normal", positive=positive, negative=positive, latent_image=latent, denoise=1.0)[0]["samples"]
+
+
+def assert_untouched(bundle, reference: torch.Tensor, conditioning: torch.Tensor) -> None:
+    assert torch.equal(sample_image(bundle), reference)
+    assert torch.equal(runtime.run_node("CLIPTextEncode", clip=bundle.clip, text="sks, a red circle")[0][0][0], conditioning)
+    peft_layers = [name for name, module in bundle.model.model.diffusion_model.named_modules() if hasattr(module, "base_layer")]
+    assert peft_layers == [], "adapters left in the graph's model"
+    assert not bundle.model.is_injected
+
+
+@pytest.fixture
+def sd15():
+    return models.FAMILIES["sd15"]()
+
+
+@pytest.fixture
+def mirrored_dataset(tmp_path):
+    """Pairs of identical images: the held-out half has exact twins in training, so its loss must fall."""
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2, repeats=8)
+    dataset_module = runtime.pack("trainer.dataset")
+    twins = []
+    for image in dataset.images:
+        twin_path = image.path.with_name(image.path.stem + "_twin.png")
+        twin_path.write_bytes(image.path.read_bytes())
+        twins.append(dataset_module.DatasetImage(twin_path, image.caption, twin_path.with_suffix(".txt"), False, "", 8, 64, 64))
+    return dataset_module.LoraDataset(dataset.root, dataset.images + tuple(twins), base_resolution=64)
+
+
+@pytest.mark.parametrize("network,text_encoder_lr", [("LoRA", 0.0), ("LoRA", 5e-4), ("LoHa", 0.0), ("LoHa", 5e-4)])
+def test_validation_loss_falls_clearly(sd15, mirrored_dataset, tmp_path, network, text_encoder_lr):
+    settings = TrainingSettings(network=network, epochs=4, unet_lr=2e-2, text_encoder_lr=text_encoder_lr,
+                                validation_split=0.5, min_snr_gamma=0, **{**FAST, "rank": 8, "batch_size": 2})
+    lora = loop.train_lora(sd15.model, sd15.clip, sd15.vae, mirrored_dataset, settings, SilentObserver(), tmp_path / "state").lora
+    validation = [loss for _, loss in lora.validation_history]
+    assert len(validation) == 4
+    assert all(later < earlier for earlier, later in zip(validation, validation[1:])), validation
+    assert validation[-1] < validation[0] * 0.93, validation
+    assert sorted(lora.epochs) == [1, 2, 3, 4]
+    assert lora.recommended_epoch == min(lora.validation_history, key=lambda item: item[1])[0]
+    has_text_keys = any(key.startswith("lora_te_") for key in lora.weights())
+    assert has_text_keys == (text_encoder_lr > 0)
+
+
+def test_each_sample_carries_its_own_caption_in_one_forward_per_micro_batch(sd15, tmp_path):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    calls = []
+
+    def record(module, args, kwargs):
+        calls.append((args[0].shape[0], kwargs["context"].detach().clone()))
+
+    handle = sd15.model.model.diffusion_model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        settings = TrainingSettings(epochs=2, unet_lr=1e-4, gradient_checkpointing=False, **{**FAST, "batch_size": 2})
+        loop.train_lora(sd15.model, sd15.clip, sd15.vae, dataset, settings, SilentObserver(), tmp_path / "state")
+    finally:
+        handle.remove()
+    expected = {image.caption: runtime.run_node("CLIPTextEncode", clip=sd15.clip, text=image.caption)[0][0][0][0]
+                for image in dataset.images}
+    assert len(calls) == 2  # two epochs, one micro-batch of two each
+    for batch, context in calls:
+        assert batch == 2
+        matched = [caption for row in context for caption, encoded in expected.items() if torch.allclose(row, encoded, atol=1e-5)]
+        assert sorted(matched) == sorted(expected), "each row must be exactly its own caption's conditioning"
+
+
+def test_graph_model_is_identical_after_training_through_the_node(sd15, tmp_path, comfy_dirs):
+    reference, conditioning = sample_image(sd15), runtime.run_node("CLIPTextEncode", clip=sd15.clip, text="sks, a red circle")[0][0][0]
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    model_out, clip_out, lora, summary = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=2, unet_lr=1e-2,
+                                                                                          text_encoder_lr=1e-3))
+    assert_untouched(sd15, reference, conditioning)
+    trained = models.ModelBundle("sd15", model_out, clip_out, sd15.vae)
+    assert not torch.equal(sample_image(trained), reference), "the returned MODEL must carry the LoRA"
+    assert "recommended epoch" in summary
+
+
+class Fault:
+    """Makes the diffusion model misbehave from its Nth call on (interrupt, NaN, or out of memory)."""
+
+    def __init__(self, bundle, after_calls: int, action: str) -> None:
+        self.calls, self.after_calls, self.action = 0, after_calls, action
+        self.handle = bundle.model.model.diffusion_model.register_forward_hook(self)
+
+    def __call__(self, module, args, output):
+        self.calls += 1
+        if self.calls <= self.after_calls:
+            return output
+        if self.action == "interrupt":
+            import comfy.model_management
+
+            comfy.model_management.interrupt_current_processing(True)
+            return output
+        if self.action == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return output * float("nan")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.handle.remove()
+
+
+def test_cancel_keeps_state_and_resume_matches_an_uninterrupted_run(sd15, tmp_path, comfy_dirs):
+    import comfy.model_management
+
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=3)
+    settings = dict(epochs=3, unet_lr=2e-3, text_encoder_lr=5e-4, gradient_accumulation=2)
+    reference, conditioning = sample_image(sd15), runtime.run_node("CLIPTextEncode", clip=sd15.clip, text="sks, a red circle")[0][0][0]
+    uninterrupted = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, **settings))[2]
+
+    with Fault(sd15, after_calls=4, action="interrupt"), pytest.raises(comfy.model_management.InterruptProcessingException):
+        runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, **settings))
+    assert not comfy.model_management.processing_interrupted()
+    assert_untouched(sd15, reference, conditioning)
+    states = sorted((comfy_dirs["output"] / "loralab" / "training_state").iterdir())
+    cancelled_state = states[-1]
+    assert (cancelled_state / "state.json").is_file()
+
+    resumed = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, resume_from=str(cancelled_state), **settings))[2]
+    assert sorted(resumed.epochs) == sorted(uninterrupted.epochs)
+    for key, value in uninterrupted.weights().items():
+        assert torch.equal(resumed.weights()[key], value), key
+    assert [loss for _, loss in resumed.loss_history] == [loss for _, loss in uninterrupted.loss_history]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_epoch(sd15, tmp_path, comfy_dirs):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    reference, conditioning = sample_image(sd15), runtime.run_node("CLIPTextEncode", clip=sd15.clip, text="sks, a red circle")[0][0][0]
+    with Fault(sd15, after_calls=3, action="nan"):  # epoch 1 = 2 forwards + 1 validation-free epoch; NaN in epoch 2
+        result = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=3, unet_lr=1e-3))
+    lora, summary = result[2], result[3]
+    assert sorted(lora.epochs) == [1]
+    assert "NaN" in summary and "lower unet_lr" in summary
+    assert all(torch.isfinite(value).all() for value in lora.weights().values())
+    assert_untouched(sd15, reference, conditioning)
+    with Fault(sd15, after_calls=0, action="nan"), pytest.raises(errors.TrainingDiverged, match="No epoch finished"):
+        runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=2, unet_lr=1e-3))
+
+
+def test_out_of_memory_is_explained_and_released(sd15, tmp_path, comfy_dirs):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    reference, conditioning = sample_image(sd15), runtime.run_node("CLIPTextEncode", clip=sd15.clip, text="sks, a red circle")[0][0][0]
+    with Fault(sd15, after_calls=1, action="oom"), pytest.raises(errors.OutOfMemory, match="batch_size") as raised:
+        runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=2))
+    assert "gradient_checkpointing" in str(raised.value) and "AdamW8bit" in str(raised.value)
+    assert_untouched(sd15, reference, conditioning)
+
+
+def test_same_seed_gives_the_same_lora(sd15, tmp_path):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    settings = TrainingSettings(epochs=2, unet_lr=1e-3, caption_shuffle=True, caption_dropout=0.2, flip_augment=True, **FAST)
+    first = loop.train_lora(sd15.model, sd15.clip, sd15.vae, dataset, settings, SilentObserver(), tmp_path / "a").lora
+    second = loop.train_lora(sd15.model, sd15.clip, sd15.vae, dataset, settings, SilentObserver(), tmp_path / "b").lora
+    assert all(torch.equal(first.weights()[key], second.weights()[key]) for key in first.weights())
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(unet_lr=5.0), "unet_lr"),
+    (dict(unet_lr=0.0, text_encoder_lr=0.0), "nothing would train"),
+    (dict(resolution=100), "multiple of 64"),
+    (dict(optimizer="AdamW8bit"), "AdamW8bit needs an NVIDIA GPU"),
+])
+def test_bad_settings_are_refused_with_the_setting_named(sd15, tmp_path, comfy_dirs, overrides, message):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    with pytest.raises(errors.SettingsError, match=message):
+        runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1, **overrides))
+
+
+def test_resume_with_changed_settings_is_refused(sd15, tmp_path, comfy_dirs):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1))
+    state = sorted((comfy_dirs["output"] / "loralab" / "training_state").iterdir())[-1]
+    with pytest.raises(errors.SettingsError, match="rank"):
+        runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=2, rank=8, resume_from=str(state)))
