@@ -166,6 +166,53 @@ def random_weights(module_factory: Callable[[], torch.nn.Module], seed: int) -> 
     return initialise_(module_factory(), seed).state_dict()
 
 
+# ---------------------------------------------------------------- weights of ComfyUI's own modules
+
+
+def tiny_encoder_overrides(hidden_size: int, layers: int = 3, heads: int = 2) -> dict[str, Any]:
+    """Config entries that shrink one of ComfyUI's CLIP text models (vocabulary and tokenizer stay real).
+
+    Three layers, because the penultimate-layer readout (`layer_idx=-2`) needs more than two.
+    """
+    return {"hidden_size": hidden_size, "intermediate_size": hidden_size * 4, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "projection_dim": hidden_size}
+
+
+def shrunk_text_encoder(clip_class: Callable[..., torch.nn.Module], **overrides: dict[str, Any]) -> Callable[..., torch.nn.Module]:
+    """ComfyUI's own text-encoder class, built with `<encoder>_model_config` model options (clip_l=..., clip_g=...).
+
+    `SDClipModel` applies `model_options["clip_g_model_config"]` etc. over its json config, so the real
+    SDXL/SD2/SD3 encoder classes, with their layer choices and pooling, build at toy size.
+    """
+    options = {f"{name}_model_config": config for name, config in overrides.items()}
+
+    def build(device: Any = "cpu", dtype: Any = None, model_options: dict[str, Any] | None = None) -> torch.nn.Module:
+        return clip_class(device=device, dtype=dtype, model_options={**(model_options or {}), **options})
+
+    return build
+
+
+def text_encoder_weights(target: Any, seed: int) -> dict[str, torch.Tensor]:
+    return random_weights(lambda: target.clip(device="cpu", dtype=torch.float32), seed)
+
+
+def vae_weights(vae_config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    import comfy.ldm.models.autoencoder
+
+    return random_weights(lambda: comfy.ldm.models.autoencoder.AutoencoderKL(**vae_config["params"]), seed)
+
+
+def unet_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.ops
+
+    return random_weights(lambda: openaimodel.UNetModel(**config, operations=comfy.ops.disable_weight_init), seed)
+
+
+def prefixed(**parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{key}": value for prefix, part in parts.items() for key, value in part.items()}
+
+
 # ---------------------------------------------------------------- SD1.5 family
 
 
@@ -188,9 +235,6 @@ TINY_SD15_UNET = dict(
 
 def tiny_sd15(seed: int = 0) -> ModelBundle:
     """SD1.5 architecture (eps prediction, one CLIP-L-style encoder, conv proj_in) at toy size."""
-    import comfy.ldm.models.autoencoder
-    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
-    import comfy.ops
     import comfy.supported_models
 
     config = unet_config(**TINY_SD15_UNET)
@@ -199,12 +243,8 @@ def tiny_sd15(seed: int = 0) -> ModelBundle:
     recipe = {"unet": config, "clip": clip_config, "vae": vae_config, "seed": seed}
 
     def make() -> dict[str, torch.Tensor]:
-        unet = random_weights(lambda: openaimodel.UNetModel(**config, operations=comfy.ops.disable_weight_init), seed)
-        target = sd15_clip_target(clip_config)
-        clip = random_weights(lambda: target.clip(device="cpu", dtype=torch.float32), seed + 1)
-        vae = random_weights(lambda: comfy.ldm.models.autoencoder.AutoencoderKL(**vae_config["params"]), seed + 2)
-        return {**{f"unet.{k}": v for k, v in unet.items()}, **{f"clip.{k}": v for k, v in clip.items()},
-                **{f"vae.{k}": v for k, v in vae.items()}}
+        return prefixed(unet=unet_weights(config, seed), clip=text_encoder_weights(sd15_clip_target(clip_config), seed + 1),
+                        vae=vae_weights(vae_config, seed + 2))
 
     sd = cached_state_dict("tiny-sd15", recipe, make)
     model_config = comfy.supported_models.SD15(config)
@@ -256,4 +296,139 @@ def detectable_sd15_checkpoint(seed: int = 0) -> pathlib.Path:
     return path
 
 
-FAMILIES: dict[str, Callable[..., ModelBundle]] = {"sd15": tiny_sd15}
+# ---------------------------------------------------------------- SD2 family (v-prediction)
+
+TINY_SD2_UNET = dict(
+    model_channels=64, channel_mult=[1, 2], num_res_blocks=[1, 1], transformer_depth=[1, 1],
+    context_dim=48, use_linear_in_transformer=True, num_head_channels=64,
+)
+TINY_CLIP_H = tiny_encoder_overrides(hidden_size=48)
+
+
+def sd2_clip_target() -> Any:
+    import comfy.supported_models_base
+    import comfy.text_encoders.sd2_clip as sd2_clip
+
+    clip = shrunk_text_encoder(sd2_clip.SD2ClipModel, clip_h=TINY_CLIP_H)
+    return comfy.supported_models_base.ClipTarget(sd2_clip.SD2Tokenizer, clip)
+
+
+def tiny_sd2v(seed: int = 0) -> ModelBundle:
+    """SD2.x-768-v architecture: v-prediction, OpenCLIP-H-style encoder read at the penultimate layer, linear proj_in."""
+    import comfy.model_base
+    import comfy.supported_models
+
+    config = unet_config(**TINY_SD2_UNET)
+    vae_config = tiny_vae_config()
+    recipe = {"unet": config, "clip_h": TINY_CLIP_H, "vae": vae_config, "seed": seed}
+    sd = cached_state_dict("tiny-sd2v", recipe, lambda: prefixed(
+        unet=unet_weights(config, seed), clip=text_encoder_weights(sd2_clip_target(), seed + 1),
+        vae=vae_weights(vae_config, seed + 2)))
+    model_config = comfy.supported_models.SD20(config)
+    return ModelBundle(
+        family="sd2_v",
+        model=assemble_model(model_config, split(sd, "unet."), model_type=comfy.model_base.ModelType.V_PREDICTION),
+        clip=assemble_clip(sd2_clip_target(), split(sd, "clip.")),
+        vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=4),
+    )
+
+
+# ---------------------------------------------------------------- SDXL family
+
+TINY_SDXL_CLIP_L = tiny_encoder_overrides(hidden_size=32)
+TINY_SDXL_CLIP_G = tiny_encoder_overrides(hidden_size=64)
+SDXL_SIZE_EMBEDDINGS = 6 * 256  # height, width, crop_h, crop_w, target_height, target_width, 256 each
+TINY_SDXL_UNET = dict(
+    model_channels=64, channel_mult=[1, 2], num_res_blocks=[1, 1], transformer_depth=[0, 1],
+    context_dim=TINY_SDXL_CLIP_L["hidden_size"] + TINY_SDXL_CLIP_G["hidden_size"], use_linear_in_transformer=True,
+    num_head_channels=64, adm_in_channels=TINY_SDXL_CLIP_G["projection_dim"] + SDXL_SIZE_EMBEDDINGS,
+)
+
+
+def sdxl_clip_target() -> Any:
+    import comfy.sdxl_clip
+    import comfy.supported_models_base
+
+    clip = shrunk_text_encoder(comfy.sdxl_clip.SDXLClipModel, clip_l=TINY_SDXL_CLIP_L, clip_g=TINY_SDXL_CLIP_G)
+    return comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, clip)
+
+
+def tiny_sdxl(seed: int = 0) -> ModelBundle:
+    """SDXL architecture: clip_l + clip_g (concatenated context, pooled clip_g plus size embeddings as ADM)."""
+    import comfy.supported_models
+
+    config = unet_config(**TINY_SDXL_UNET)
+    vae_config = tiny_vae_config()
+    recipe = {"unet": config, "clip_l": TINY_SDXL_CLIP_L, "clip_g": TINY_SDXL_CLIP_G, "vae": vae_config, "seed": seed}
+    sd = cached_state_dict("tiny-sdxl", recipe, lambda: prefixed(
+        unet=unet_weights(config, seed), clip=text_encoder_weights(sdxl_clip_target(), seed + 1),
+        vae=vae_weights(vae_config, seed + 2)))
+    return ModelBundle(
+        family="sdxl",
+        model=assemble_model(comfy.supported_models.SDXL(config), split(sd, "unet.")),
+        clip=assemble_clip(sdxl_clip_target(), split(sd, "clip.")),
+        vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=4),
+    )
+
+
+# ---------------------------------------------------------------- SD3 family (flow matching, MMDiT)
+
+TINY_SD3_CLIP_L = tiny_encoder_overrides(hidden_size=32)
+TINY_SD3_CLIP_G = tiny_encoder_overrides(hidden_size=64)
+SD3_CONTEXT_WIDTH = 4096  # SD3ClipModel pads clip_l+clip_g features to T5-XXL's width
+SD3_LATENT_CHANNELS = 16
+TINY_SD3_POS_EMBED = 16  # patches per side: latents up to 32x32 at patch size 2
+
+
+def tiny_sd3_mmdit_config(depth: int = 2) -> dict[str, Any]:
+    """An MMDiT config in the form ComfyUI's model detection produces (hidden size is 64 * depth)."""
+    return {
+        "in_channels": SD3_LATENT_CHANNELS, "out_channels": SD3_LATENT_CHANNELS, "patch_size": 2, "depth": depth,
+        "input_size": None, "pos_embed_scaling_factor": None, "x_block_self_attn_layers": [],
+        "adm_in_channels": TINY_SD3_CLIP_L["hidden_size"] + TINY_SD3_CLIP_G["projection_dim"],
+        "context_embedder_config": {"target": "torch.nn.Linear",
+                                    "params": {"in_features": SD3_CONTEXT_WIDTH, "out_features": 64 * depth}},
+        "num_patches": TINY_SD3_POS_EMBED ** 2, "pos_embed_max_size": TINY_SD3_POS_EMBED,
+    }
+
+
+def sd3_clip_target() -> Any:
+    import comfy.supported_models_base
+    import comfy.text_encoders.sd3_clip as sd3_clip
+
+    clip = shrunk_text_encoder(sd3_clip.sd3_clip(clip_l=True, clip_g=True, t5=False),
+                               clip_l=TINY_SD3_CLIP_L, clip_g=TINY_SD3_CLIP_G)
+    return comfy.supported_models_base.ClipTarget(sd3_clip.SD3Tokenizer, clip)
+
+
+def mmdit_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    """Random MMDiT weights; the positional table is a buffer, so it gets ComfyUI's fixed sin-cos values."""
+    import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
+    import comfy.ops
+
+    model = initialise_(mmdit.MMDiT(**config, operations=comfy.ops.disable_weight_init), seed)
+    side = config["pos_embed_max_size"]
+    with torch.no_grad():
+        model.pos_embed.copy_(mmdit.get_2d_sincos_pos_embed_torch(model.hidden_size, side, side).unsqueeze(0))
+    return model.state_dict()
+
+
+def tiny_sd3(seed: int = 0) -> ModelBundle:
+    """SD3 architecture: MMDiT, rectified-flow sampling, 16-channel latents, clip_l + clip_g (no T5)."""
+    import comfy.supported_models
+
+    config = tiny_sd3_mmdit_config()
+    vae_config = tiny_vae_config(latent_channels=SD3_LATENT_CHANNELS)
+    recipe = {"mmdit": config, "clip_l": TINY_SD3_CLIP_L, "clip_g": TINY_SD3_CLIP_G, "vae": vae_config, "seed": seed}
+    sd = cached_state_dict("tiny-sd3", recipe, lambda: prefixed(
+        unet=mmdit_weights(config, seed), clip=text_encoder_weights(sd3_clip_target(), seed + 1),
+        vae=vae_weights(vae_config, seed + 2)))
+    return ModelBundle(
+        family="sd3",
+        model=assemble_model(comfy.supported_models.SD3(config), split(sd, "unet.")),
+        clip=assemble_clip(sd3_clip_target(), split(sd, "clip.")),
+        vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=SD3_LATENT_CHANNELS),
+    )
+
+
+FAMILIES: dict[str, Callable[..., ModelBundle]] = {"sd15": tiny_sd15, "sd2v": tiny_sd2v, "sdxl": tiny_sdxl, "sd3": tiny_sd3}
