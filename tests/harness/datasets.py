@@ -148,7 +148,7 @@ def make_problem_dataset(base: pathlib.Path, *, size: int = 512) -> ProblemDatas
     # A near-duplicate pair: one drawing saved twice, the second re-encoded and resized.
     duplicate = draw_shape((size, size), "triangle", "red", "green", 19)
     duplicate.save(add("duplicate_a", main / "dup a.png"))
-    duplicate.resize((size * 7 // 8, size * 7 // 8)).save(add("duplicate_b", main / "dup b.jpg"), quality=85)
+    duplicate.resize((size * 9 // 8, size * 9 // 8)).save(add("duplicate_b", main / "dup b.jpg"), quality=85)
     draw_shape((size // 5, size // 5), "square", "purple", "yellow", 20).save(add("small", main / "small.png"))
     usable_main = sum(1 for path in files.values() if path.parent == main)
     # Files that must be skipped and named.
@@ -163,9 +163,9 @@ def make_problem_dataset(base: pathlib.Path, *, size: int = 512) -> ProblemDatas
     Image.new("RGB", (8, 8)).save(add("gif", main / "animation.gif", None))
     # Second folder: two photograph-like images among drawings mixes styles.
     for index in range(3):
-        photo_like((size, size * 3 // 4), 30 + index).save(add(f"photo_{index}", second / f"photo_{index}.jpg"),
+        photo_like((size * 4 // 3, size), 30 + index).save(add(f"photo_{index}", second / f"photo_{index}.jpg"),
                                                             quality=92)
-    draw_shape((size * 3 // 4, size), "circle", "blue", "white", 40).save(add("second_drawing", second / "drawing.png"))
+    draw_shape((size, size * 4 // 3), "circle", "blue", "white", 40).save(add("second_drawing", second / "drawing.png"))
     usable_second = sum(1 for path in files.values() if path.parent == second)
     # Not N_name: ignored with a notice.
     draw_shape((size, size), "bar", "red", "blue", 50).save(add("ignored", root / "backup" / "old.png", None))
