@@ -179,7 +179,7 @@ def caption_findings(images: Iterable[DatasetImage], trigger_word: str,
     images = list(images)
     training = [image for image in images if not image.is_regularization]
     findings = []
-    uncaptioned = [image for image in training if not image.has_caption_file]
+    uncaptioned = [image for image in training if is_uncaptioned(image)]
     for tokens, group in _group_by(uncaptioned, lambda image: image.caption).items():
         paths = tuple(image.path for image in group)
         if tokens:
@@ -200,6 +200,11 @@ def caption_findings(images: Iterable[DatasetImage], trigger_word: str,
             tuple(image.path for image in long)))
     findings += _trigger_findings(training, trigger_word)
     return findings
+
+
+def is_uncaptioned(image: DatasetImage) -> bool:
+    """No caption file and nothing better than the class tokens (a memory-only Auto Caption counts as a caption)."""
+    return not image.has_caption_file and image.caption == image.class_tokens
 
 
 def tag_frequency(images: Iterable[DatasetImage]) -> collections.Counter[str]:
