@@ -5,100 +5,21 @@ from __future__ import annotations
 import gc
 import pathlib
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from harness import runtime
+from harness.datasets import BLIP_WORDS, make_tiny_blip, make_tiny_wd14_tagger
 
 loader = runtime.pack("trainer.dataset_loader")
 errors = runtime.pack("trainer.errors")
-
-TAG_ROWS = [  # name, category, logit: constant, or ("R"|"B", ...) to follow that colour channel's mean
-    ("general", 9, 5.0), ("sensitive", 9, -5.0), ("questionable", 9, -5.0), ("explicit", 9, -5.0),
-    ("hatsune_miku", 4, 2.2),  # 0.90: above the character threshold
-    ("other_character", 4, 0.4),  # 0.60: above the general threshold, below the character one
-    ("1girl", 0, 2.9),  # 0.95
-    ("red_theme", 0, "R"), ("blue_theme", 0, "B"),
-    ("star_(symbol)", 0, 1.4),  # 0.80
-    ("^_^", 0, 0.85),  # 0.70
-    ("long_hair", 0, 0.0),  # 0.50
-    ("faint_tag", 0, -1.4),  # 0.20: below every threshold
-]
-RED, BLUE = (220, 30, 30), (30, 30, 220)
-
-
-def build_wd14(folder: pathlib.Path, side: int = 64) -> None:
-    """A WD14-shaped ONNX model: NHWC BGR 0-255 in, one sigmoid score per selected_tags.csv row out."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = np.zeros((3, len(TAG_ROWS)), np.float32)
-    bias = np.zeros(len(TAG_ROWS), np.float32)
-    for index, (_, _, logit) in enumerate(TAG_ROWS):
-        if logit in ("R", "B"):
-            weights[2 if logit == "R" else 0, index] = 0.1  # BGR input: red is channel 2
-            bias[index] = -12.5
-        else:
-            bias[index] = logit
-    graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2], keepdims=0),
-         helper.make_node("MatMul", ["mean", "weights"], ["scaled"]),
-         helper.make_node("Add", ["scaled", "bias"], ["logits"]),
-         helper.make_node("Sigmoid", ["logits"], ["output"])],
-        "tiny_wd14",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", side, side, 3])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", len(TAG_ROWS)])],
-        [numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(bias, "bias")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    folder.mkdir(parents=True)
-    onnx.save(model, folder / "model.onnx")
-    rows = ["tag_id,name,category,count"] + [f"{i},{name},{category},{100 - i}" for i, (name, category, _) in enumerate(TAG_ROWS)]
-    (folder / "selected_tags.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-
-
-BLIP_WORDS = ["a", "red", "blue", "square", "circle", "on", "white", "background", "shape", "picture", "of", "the"]
-BLIP_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-
-
-def build_blip(folder: pathlib.Path) -> None:
-    """A tiny random BLIP with a 12-word BERT vocabulary, saved as a transformers folder.
-
-    Special tokens are biased away in the LM head so generation always yields words.
-    """
-    import torch
-    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor)
-
-    folder.mkdir(parents=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(BLIP_SPECIAL + BLIP_WORDS) + "\n", encoding="utf-8")
-    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
-                              tokenizer=BertTokenizer(str(vocab), bos_token="[DEC]"))
-    config = BlipConfig(
-        text_config=dict(vocab_size=len(BLIP_SPECIAL) + len(BLIP_WORDS), hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=37, encoder_hidden_size=32, bos_token_id=5,
-                         pad_token_id=0, sep_token_id=3, eos_token_id=3, max_position_embeddings=64),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=32,
-    )
-    torch.manual_seed(0)
-    model = BlipForConditionalGeneration(config)
-    with torch.no_grad():
-        model.text_decoder.cls.predictions.bias[: len(BLIP_SPECIAL)] = -100.0
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-
 
 @pytest.fixture(scope="module")
 def model_store(tmp_path_factory):
     """Tiny captioners under the names Auto Caption offers, built once per module."""
     store = tmp_path_factory.mktemp("captioners")
-    build_wd14(store / "wd-vit-tagger-v3")
-    build_blip(store / "blip-image-captioning-base")
+    make_tiny_wd14_tagger(store / "wd-vit-tagger-v3")
+    make_tiny_blip(store / "blip-image-captioning-base")
     return store
 
 
@@ -126,6 +47,9 @@ def colour_dataset(tmp_path):
     Image.new("RGB", (64, 64), RED).save(folder / "kept.png")
     (folder / "kept.txt").write_bytes("ohwx, 手書きのキャプション\n".encode("cp932"))
     return folder
+
+
+RED, BLUE = (220, 30, 30), (30, 30, 220)
 
 
 def snapshot(folder: pathlib.Path) -> dict[str, bytes]:

@@ -1,5 +1,6 @@
 """Generated datasets: a small clean one for training tests and demos, and one with every problem
-users' folders really have (for the loader and report tests).
+users' folders really have (for the loader and report tests). Also tiny real captioners (a WD14-shaped
+ONNX tagger and a transformers BLIP) to put in a `models/captioners` folder.
 
 Images are coloured shapes drawn with PIL, so they are deterministic, tiny and distinct from one
 another; captions describe what is drawn.
@@ -191,3 +192,85 @@ def _write_png(path: pathlib.Path, width: int, height: int, *, bit_depth: int, c
 
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+# The tiny WD14 tagger's selected_tags.csv: name, category, logit: constant, or "R"/"B" to follow that
+# colour channel's mean (so a red image gets red_theme and a blue one blue_theme).
+# The tiny tagger's selected_tags.csv rows: (name, category, logit), the logit constant or "R"/"B" to
+# follow that colour channel's mean, so red images get red_theme and blue ones blue_theme.
+TAG_ROWS = [
+    ("general", 9, 5.0), ("sensitive", 9, -5.0), ("questionable", 9, -5.0), ("explicit", 9, -5.0),
+    ("hatsune_miku", 4, 2.2),  # 0.90: above the character threshold
+    ("other_character", 4, 0.4),  # 0.60: above the general threshold, below the character one
+    ("1girl", 0, 2.9),  # 0.95
+    ("red_theme", 0, "R"), ("blue_theme", 0, "B"),
+    ("star_(symbol)", 0, 1.4),  # 0.80
+    ("^_^", 0, 0.85),  # 0.70
+    ("long_hair", 0, 0.0),  # 0.50
+    ("faint_tag", 0, -1.4),  # 0.20: below every threshold
+]
+
+
+def make_tiny_wd14_tagger(folder: pathlib.Path, side: int = 64) -> None:
+    """A WD14-shaped ONNX model: NHWC BGR 0-255 in, one sigmoid score per selected_tags.csv row out."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.zeros((3, len(TAG_ROWS)), np.float32)
+    bias = np.zeros(len(TAG_ROWS), np.float32)
+    for index, (_, _, logit) in enumerate(TAG_ROWS):
+        if logit in ("R", "B"):
+            weights[2 if logit == "R" else 0, index] = 0.1  # BGR input: red is channel 2
+            bias[index] = -12.5
+        else:
+            bias[index] = logit
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1, 2], keepdims=0),
+         helper.make_node("MatMul", ["mean", "weights"], ["scaled"]),
+         helper.make_node("Add", ["scaled", "bias"], ["logits"]),
+         helper.make_node("Sigmoid", ["logits"], ["output"])],
+        "tiny_wd14",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", side, side, 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", len(TAG_ROWS)])],
+        [numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(bias, "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
+    rows = ["tag_id,name,category,count"] + [f"{i},{name},{category},{100 - i}" for i, (name, category, _) in enumerate(TAG_ROWS)]
+    (folder / "selected_tags.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+BLIP_WORDS = ["a", "red", "blue", "square", "circle", "on", "white", "background", "shape", "picture", "of", "the"]
+BLIP_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+
+
+def make_tiny_blip(folder: pathlib.Path) -> None:
+    """A tiny random BLIP with a 12-word BERT vocabulary, saved as a transformers folder.
+
+    Special tokens are biased away in the LM head so generation always yields words.
+    """
+    import torch
+    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
+                              BlipProcessor)
+
+    folder.mkdir(parents=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(BLIP_SPECIAL + BLIP_WORDS) + "\n", encoding="utf-8")
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+                              tokenizer=BertTokenizer(str(vocab), bos_token="[DEC]"))
+    config = BlipConfig(
+        text_config=dict(vocab_size=len(BLIP_SPECIAL) + len(BLIP_WORDS), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=37, encoder_hidden_size=32, bos_token_id=5,
+                         pad_token_id=0, sep_token_id=3, eos_token_id=3, max_position_embeddings=64),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=32,
+    )
+    torch.manual_seed(0)
+    model = BlipForConditionalGeneration(config)
+    with torch.no_grad():
+        model.text_decoder.cls.predictions.bias[: len(BLIP_SPECIAL)] = -100.0
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)

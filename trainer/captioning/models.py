@@ -7,6 +7,7 @@ download never looks like an installed model (and a retry resumes it).
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -124,24 +125,31 @@ def ensure_model(spec: CaptionerSpec) -> pathlib.Path:
 
 
 def download_model(spec: CaptionerSpec, target: pathlib.Path) -> pathlib.Path:
-    """Fetch the model's files from the hub into a hidden folder beside `target`, then rename it."""
+    """Fetch the model's files from the hub into a hidden folder beside `target`, then rename it.
+
+    The file list comes from the hub first: the hub client would otherwise fall back to whatever a
+    previous, interrupted attempt left in the hidden folder when the network is down.
+    """
     import huggingface_hub
 
     partial = target.parent / f".{target.name}.download"
     endpoint = os.environ.get("HF_ENDPOINT") or None
-    logger.info("Downloading captioner %s from %s/%s into %s", spec.name, endpoint or DEFAULT_ENDPOINT,
-                spec.repo_id, target)
+    logger.info("Downloading captioner %s from %s into %s", spec.name, _repo_url(spec), target)
     partial.parent.mkdir(parents=True, exist_ok=True)
     try:
-        huggingface_hub.snapshot_download(spec.repo_id, local_dir=partial, allow_patterns=list(spec.download_patterns),
-                                          endpoint=endpoint)
+        # model_info fails at once when offline; list_repo_files would retry for ~20 s first.
+        siblings = huggingface_hub.HfApi(endpoint=endpoint).model_info(spec.repo_id).siblings or []
+        wanted = [name for name in (sibling.rfilename for sibling in siblings)
+                  if "/" not in name and any(fnmatch.fnmatch(name, pattern) for pattern in spec.download_patterns)]
+        if wanted:
+            huggingface_hub.snapshot_download(spec.repo_id, local_dir=partial, allow_patterns=wanted, endpoint=endpoint)
     except Exception as error:  # the hub client raises many types (HTTP, offline, OS); all mean "not downloaded"
         raise CaptionerError(f"Captioner '{spec.name}' is not installed and could not be downloaded from "
                              f"{_repo_url(spec)} ({type(error).__name__}: {error}).\n"
                              f"{_manual_instructions(spec, target)}") from error
-    missing = spec.missing_files(partial)
+    missing = sorted({name for name in wanted if not (partial / name).is_file()} | set(spec.missing_files(partial)))
     if missing:
-        raise CaptionerError(f"The download of {_repo_url(spec)} did not contain {', '.join(missing)}.\n"
+        raise CaptionerError(f"The download from {_repo_url(spec)} lacks {', '.join(missing)}.\n"
                              f"{_manual_instructions(spec, target)}")
     os.replace(partial, target)
     return target
