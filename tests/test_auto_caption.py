@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from harness import runtime
-from harness.datasets import BLIP_WORDS, make_tiny_blip, make_tiny_wd14_tagger
+from harness.datasets import BLIP_WORDS, make_tiny_blip, make_tiny_florence, make_tiny_wd14_tagger
 
 loader = runtime.pack("trainer.dataset_loader")
 errors = runtime.pack("trainer.errors")
@@ -20,6 +20,7 @@ def model_store(tmp_path_factory):
     store = tmp_path_factory.mktemp("captioners")
     make_tiny_wd14_tagger(store / "wd-vit-tagger-v3")
     make_tiny_blip(store / "blip-image-captioning-base")
+    make_tiny_florence(store / "Florence-2-base")
     return store
 
 
@@ -164,6 +165,16 @@ def test_blip_captions_with_a_real_transformers_model_and_is_unloaded(captioners
     assert (colour_dataset / "kept.txt").read_bytes() == "ohwx, 手書きのキャプション\n".encode("cp932")
     assert "2 written" in text
     assert live_instances("BlipForConditionalGeneration") == 0
+
+
+def test_florence2_captions_with_a_real_transformers_model_and_is_unloaded(captioners, colour_dataset):
+    dataset, text = run_caption(load(colour_dataset), captioner="Florence-2-base", mode="overwrite", trigger_word="ohwx")
+    caption = (colour_dataset / "blue.txt").read_text(encoding="utf-8").strip()
+    first, sentence = caption.split(", ", 1)
+    assert first == "ohwx" and sentence and set(sentence) <= set("abcdefghijklmnopqrstuvwxyz .")
+    assert (colour_dataset / "kept.txt.bak").read_bytes() == "ohwx, 手書きのキャプション\n".encode("cp932")
+    assert "2 written, 1 replaced" in text
+    assert live_instances("Florence2ForConditionalGeneration") == 0
 
 
 def test_regularization_images_are_left_alone_unless_asked(captioners, colour_dataset, tmp_path):

@@ -249,7 +249,7 @@ BLIP_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
 def make_tiny_blip(folder: pathlib.Path) -> None:
     """A tiny random BLIP with a 12-word BERT vocabulary, saved as a transformers folder.
 
-    Special tokens are biased away in the LM head so generation always yields words.
+    Special tokens are biased away in the LM head so generation always yields words (12 of them).
     """
     import torch
     from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
@@ -272,5 +272,45 @@ def make_tiny_blip(folder: pathlib.Path) -> None:
     model = BlipForConditionalGeneration(config)
     with torch.no_grad():
         model.text_decoder.cls.predictions.bias[: len(BLIP_SPECIAL)] = -100.0
+    model.generation_config.max_new_tokens = 12
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+
+
+def make_tiny_florence(folder: pathlib.Path) -> None:
+    """A tiny random Florence-2 (transformers-native classes) with a letters-only byte-level vocabulary.
+
+    Its generation_config suppresses the special tokens and asks for 5 to 12 tokens, so the caption is
+    always a few letters and quick to generate.
+    """
+    import json
+
+    import torch
+    from transformers import (BartTokenizer, CLIPImageProcessor, Florence2Config, Florence2ForConditionalGeneration,
+                              Florence2Processor, GenerationConfig)
+
+    folder.mkdir(parents=True)
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<image>"]
+    letters = [chr(code) for code in range(ord("a"), ord("z") + 1)] + ["Ġ", "."]  # Ġ: byte-level BPE's space
+    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(special + letters)}),
+                                       encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    tokenizer = BartTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                              extra_special_tokens={"image_token": "<image>"})
+    # 32 px through one stride-4 stage: 8 x 8 patches plus one pooled token.
+    image_processor = CLIPImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False, image_seq_length=65)
+    config = Florence2Config(
+        text_config=dict(model_type="bart", vocab_size=len(special) + len(letters), max_position_embeddings=512,
+                         encoder_layers=1, encoder_ffn_dim=8, decoder_layers=1, decoder_ffn_dim=8,
+                         encoder_attention_heads=1, decoder_attention_heads=1, d_model=8, eos_token_id=2,
+                         bos_token_id=0, pad_token_id=1, decoder_start_token_id=2, forced_bos_token_id=0),
+        vision_config=dict(depths=[1], patch_size=[7], patch_stride=[4], patch_padding=[3], patch_prenorm=[False],
+                           embed_dim=[16], num_heads=[1], num_groups=[1], window_size=12, projection_dim=8),
+        image_token_id=4,
+    )
+    torch.manual_seed(0)
+    model = Florence2ForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(min_new_tokens=5, max_new_tokens=12, suppress_tokens=[0, 1, 3, 4],
+                                               decoder_start_token_id=2, bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    model.save_pretrained(folder)
+    Florence2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)

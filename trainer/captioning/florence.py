@@ -10,7 +10,7 @@ from ..errors import CaptionerError
 from .device import captioner_device
 
 TASK = "<DETAILED_CAPTION>"
-MAX_NEW_TOKENS = 256
+MAX_NEW_TOKENS = 256  # unless the model folder's generation_config.json sets max_new_tokens
 NUM_BEAMS = 3
 
 
@@ -26,6 +26,7 @@ class FlorenceCaptioner:
         self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
         model = Florence2ForConditionalGeneration.from_pretrained(folder, local_files_only=True)
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.max_new_tokens = model.generation_config.max_new_tokens or MAX_NEW_TOKENS
 
     def caption(self, image: Image.Image) -> list[str]:
         inputs = self.processor(text=TASK, images=image, return_tensors="pt")
@@ -33,7 +34,7 @@ class FlorenceCaptioner:
             generated = self.model.generate(
                 input_ids=inputs["input_ids"].to(self.device),
                 pixel_values=inputs["pixel_values"].to(self.device, self.dtype),
-                max_new_tokens=MAX_NEW_TOKENS,
+                max_new_tokens=self.max_new_tokens,
                 num_beams=NUM_BEAMS,
             )
         text = self.processor.batch_decode(generated, skip_special_tokens=True)[0].strip()
