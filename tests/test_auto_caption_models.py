@@ -45,7 +45,7 @@ class FakeHub:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 
-    def __enter__(self) -> "FakeHub":
+    def __enter__(self) -> FakeHub:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -66,7 +66,8 @@ class FakeHub:
                                        for name, data in self.files.items()]).encode(), 200
         elif path.startswith(f"/{self.repo_id}/resolve/") and path.rsplit("/", 1)[1] in self.files:
             body, status = self.files[path.rsplit("/", 1)[1]], 200
-            headers = {"Content-Type": "application/octet-stream", "X-Repo-Commit": self.commit, "ETag": f'"{_oid(body)}"'}
+            headers = {"Content-Type": "application/octet-stream", "X-Repo-Commit": self.commit,
+                       "ETag": f'"{_oid(body)}"'}
         handler.send_response(status)
         for key, value in headers.items():
             handler.send_header(key, value)
@@ -171,7 +172,7 @@ def test_an_incomplete_download_is_never_taken_for_a_model_and_resumes(captioner
     target = captioner_folders[0] / "wd-vit-tagger-v3"
     with FakeHub("SmilingWolf/wd-vit-tagger-v3", {"model.onnx": files["model.onnx"]}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
-        with pytest.raises(errors.CaptionerError, match="lacks selected_tags.csv"):
+        with pytest.raises(errors.CaptionerError, match=r"lacks selected_tags\.csv"):
             caption(red_dataset, "wd-vit-tagger-v3")
     assert not target.exists()
     assert (captioner_folders[0] / ".wd-vit-tagger-v3.download" / "model.onnx").is_file()  # kept to resume

@@ -23,12 +23,13 @@ def pixel(path, xy):
 
 
 def close(actual, expected, tolerance=12):
-    return all(abs(a - b) <= tolerance for a, b in zip(actual, expected))
+    return all(abs(a - b) <= tolerance for a, b in zip(actual, expected, strict=True))
 
 
 def test_cmyk_jpeg_becomes_the_same_rgb_colours(problems):
     red_square = draw_shape((128, 128), "square", "red", "white", 11)
-    left, top, right, bottom = ImageChops.difference(red_square, Image.new("RGB", (128, 128), (245, 245, 245))).getbbox()
+    background = Image.new("RGB", (128, 128), (245, 245, 245))
+    left, top, right, bottom = ImageChops.difference(red_square, background).getbbox()
     inside = ((left + right) // 2, (top + bottom) // 2)
     assert close(pixel(problems.files["cmyk"], inside), red_square.getpixel(inside))
     assert close(pixel(problems.files["cmyk"], (0, 0)), (245, 245, 245))

@@ -32,7 +32,8 @@ def by_key(problems, loaded):
 def test_problem_dataset_loads_every_readable_image_with_its_folders_repeats(problems, loaded):
     assert loaded.layout == "kohya"
     assert [folder.name for folder in loaded.folders] == ["2_背景 scenery", "5_ｏｈｗｘ　少女"]
-    assert loaded.image_counts == {problems.second_folder: problems.usable_second, problems.main_folder: problems.usable_main}
+    assert loaded.image_counts == {problems.second_folder: problems.usable_second,
+                                   problems.main_folder: problems.usable_main}
     images = by_key(problems, loaded)
     assert {image.repeats for image in images.values() if image.folder == "5_ｏｈｗｘ　少女"} == {5}
     assert {image.repeats for image in images.values() if image.folder == "2_背景 scenery"} == {2}
@@ -144,7 +145,8 @@ def test_folder_of_only_broken_images_lists_each_failure(tmp_path):
 def test_relative_paths_resolve_inside_comfyui_input_folder(comfy_dirs):
     make_sample_dataset(comfy_dirs["input"] / "my set (1)", count=2)
     assert loader.resolve_dataset_path('  "my set (1)" ', comfy_dirs["input"]) == comfy_dirs["input"] / "my set (1)"
-    result = runtime.run_node("LoraLabLoadDataset", path="my set (1)", repeats=1, caption_extension=".txt", class_tokens="")
+    result = runtime.run_node("LoraLabLoadDataset", path="my set (1)", repeats=1, caption_extension=".txt",
+                              class_tokens="")
     dataset, report = result
     assert len(dataset.images) == 2 and dataset.root == comfy_dirs["input"] / "my set (1)"
     assert result.ui == {"text": [report]} and dataset.report == report

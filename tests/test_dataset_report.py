@@ -32,7 +32,7 @@ def warning_lines(text):
 
 
 def test_node_report_names_every_problem_on_a_warning_line(problems, node_output):
-    dataset, text = node_output
+    _, text = node_output
     assert node_output.ui == {"text": [text]}
     warnings = "\n".join(warning_lines(text))
     for key in ("zero_byte", "corrupt", "truncated", "bomb", "long_caption", "no_caption", "small", "gif",

@@ -137,7 +137,7 @@ def discover_folders(root: pathlib.Path, *, repeats: int, class_tokens: str, is_
     notices: list[LoadNotice] = []
     if not kohya:
         if root_images:
-            notices += _ignored_subfolders_notice(root, subfolders, "a flat folder reads only the images directly in it")
+            notices += _ignored_subfolders_notice(root, subfolders, "a flat folder reads only its own images")
             return "flat", [DatasetFolder(root, "", repeats, class_tokens.strip(), is_regularization)], notices
         with_images = [folder.name for folder in subfolders if any(is_image_file(p) for p in folder.iterdir())]
         hint = (f" Its subfolders {', '.join(with_images)} hold images but are not named N_name "
@@ -147,8 +147,8 @@ def discover_folders(root: pathlib.Path, *, repeats: int, class_tokens: str, is_
     for folder, match in kohya:
         folder_repeats = int(match.group(1))
         if folder_repeats < 1:
-            notices.append(LoadNotice("zero_repeats_folder", f"Folder '{folder.name}' has 0 repeats, so it is not used; "
-                                      "rename it with N >= 1.", (folder,)))
+            notices.append(LoadNotice("zero_repeats_folder", f"Folder '{folder.name}' has 0 repeats, so it is not "
+                                      "used; rename it with N >= 1.", (folder,)))
             continue
         tokens = unicodedata.normalize("NFC", match.group(2)).strip() or class_tokens.strip()
         folders.append(DatasetFolder(folder, folder.name, folder_repeats, tokens, is_regularization))
@@ -171,7 +171,8 @@ def load_dataset(root: pathlib.Path, *, repeats: int, caption_extension: str = "
     or a folder is missing/empty, with the path and the expected layout in the message.
     """
     if caption_extension not in CAPTION_EXTENSIONS:
-        raise DatasetError(f"caption_extension {caption_extension!r} is not supported; use one of {CAPTION_EXTENSIONS}.")
+        raise DatasetError(f"caption_extension {caption_extension!r} is not supported; "
+                           f"use one of {CAPTION_EXTENSIONS}.")
     if repeats < 1:
         raise DatasetError(f"repeats is {repeats}; it must be at least 1.")
     layout, folders, notices = discover_folders(root, repeats=repeats, class_tokens=class_tokens)
@@ -222,7 +223,7 @@ def folder_fingerprint(*roots: pathlib.Path | None) -> str:
         if not root.is_dir():
             digest.update(b"<missing>")
             continue
-        for directory in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
+        for directory in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
             for entry in sorted(os.scandir(directory), key=lambda e: e.name):
                 if entry.is_file():
                     stat = entry.stat()
@@ -261,8 +262,8 @@ def _list_folder(folder: pathlib.Path, caption_extension: str) -> _FolderListing
     other = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS | UNSUPPORTED_IMAGE_EXTENSIONS
              and p.suffix not in CAPTION_EXTENSIONS and not p.name.endswith(_BACKUP_SUFFIXES)]
     if other:
-        notices.append(LoadNotice("ignored_files", f"Files that are not images, ignored ({len(other)}): {names(other)}.",
-                                  tuple(other), severity="note"))
+        notices.append(LoadNotice("ignored_files", f"Files that are not images, ignored ({len(other)}): "
+                                  f"{names(other)}.", tuple(other), severity="note"))
     return _FolderListing(images, notices)
 
 
@@ -275,7 +276,7 @@ def _inspect_all(paths: list[pathlib.Path]) -> tuple[dict[pathlib.Path, ImageFac
     skipped: list[SkippedFile] = []
     with strict_decoding(), concurrent.futures.ThreadPoolExecutor(INSPECT_THREADS) as pool:
         results = pool.map(_inspect_or_skip, paths)
-        for path, result in zip(paths, results):
+        for path, result in zip(paths, results, strict=True):
             if isinstance(result, SkippedFile):
                 skipped.append(result)
             else:
@@ -300,15 +301,16 @@ def _dataset_image(path: pathlib.Path, folder: DatasetFolder, facts: ImageFacts,
         if sidecar.encoding not in ("utf-8", "utf-8-sig"):
             notices.append(LoadNotice(
                 "caption_encoding",
-                f"{display_name(caption_path)} is not UTF-8; read it as {ENCODING_NAMES.get(sidecar.encoding, sidecar.encoding)}: "
-                f"\"{sidecar.text[:60]}\". If that looks wrong, re-save the file as UTF-8.", (caption_path,)))
+                f"{display_name(caption_path)} is not UTF-8; read it as "
+                f"{ENCODING_NAMES.get(sidecar.encoding, sidecar.encoding)}: \"{sidecar.text[:60]}\". If that looks "
+                "wrong, re-save the file as UTF-8.", (caption_path,)))
         if sidecar.line_count > 1:
             notices.append(LoadNotice(
                 "caption_multiline", f"{display_name(caption_path)} has {sidecar.line_count} lines; only the first is "
                 "used for training.", (caption_path,), severity="note"))
         if not sidecar.text:
-            notices.append(LoadNotice("empty_caption_file", f"{display_name(caption_path)} is empty; the image is treated as "
-                                      "uncaptioned.", (caption_path,)))
+            notices.append(LoadNotice("empty_caption_file", f"{display_name(caption_path)} is empty; the image is "
+                                      "treated as uncaptioned.", (caption_path,)))
     has_caption = sidecar is not None and bool(sidecar.text)
     image = DatasetImage(
         path=path,
@@ -361,7 +363,7 @@ def _ignored_subfolders_notice(root: pathlib.Path, folders: list[pathlib.Path], 
 
 
 def _decode_guessing(data: bytes) -> tuple[str, str]:
-    for encoding in ("utf-8",) + FALLBACK_ENCODINGS[:-1]:
+    for encoding in ("utf-8", *FALLBACK_ENCODINGS[:-1]):
         try:
             return data.decode(encoding), encoding
         except UnicodeDecodeError:

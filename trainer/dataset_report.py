@@ -112,8 +112,8 @@ class DatasetReport:
                          sorted(self.bucket_counts.items(), key=lambda item: (-item[1], item[0])))
         lines.append(f"Buckets (64 px steps, sides {self.bucket_limits[0]}-{self.bucket_limits[1]}): {plan}")
         counts = self.caption_counts
-        lines.append(f"Captions: {counts.get('file', 0)} from caption files, {counts.get('class tokens', 0)} from class "
-                     f"tokens, {counts.get('none', 0)} empty; longest {self.longest_caption_tokens} tokens "
+        lines.append(f"Captions: {counts.get('file', 0)} from caption files, {counts.get('class tokens', 0)} from "
+                     f"class tokens, {counts.get('none', 0)} empty; longest {self.longest_caption_tokens} tokens "
                      f"(limit {TOKEN_LIMIT}).")
         if self.tag_frequency:
             lines.append("Top tags: " + ", ".join(f"{tag} ({count})" for tag, count in self.tag_frequency[:TOP_TAGS]))

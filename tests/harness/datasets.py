@@ -238,7 +238,8 @@ def make_tiny_wd14_tagger(folder: pathlib.Path, side: int = 64) -> None:
     model.ir_version = 8
     folder.mkdir(parents=True)
     onnx.save(model, folder / "model.onnx")
-    rows = ["tag_id,name,category,count"] + [f"{i},{name},{category},{100 - i}" for i, (name, category, _) in enumerate(TAG_ROWS)]
+    rows = ["tag_id,name,category,count"]
+    rows += [f"{i},{name},{category},{100 - i}" for i, (name, category, _) in enumerate(TAG_ROWS)]
     (folder / "selected_tags.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
 
 

@@ -25,7 +25,8 @@ class BlipCaptioner:
     def caption(self, image: Image.Image) -> list[str]:
         pixels = self.processor(images=image, return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
         with torch.inference_mode():
-            generated = self.model.generate(pixel_values=pixels, max_new_tokens=self.max_new_tokens, num_beams=NUM_BEAMS)
+            generated = self.model.generate(pixel_values=pixels, max_new_tokens=self.max_new_tokens,
+                                            num_beams=NUM_BEAMS)
         text = self.processor.decode(generated[0], skip_special_tokens=True).strip()
         return [text] if text else []
 

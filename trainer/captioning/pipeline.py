@@ -55,7 +55,7 @@ class CaptionSettings:
             raise SettingsError(f"max_tags is {self.max_tags}; it must be at least 1.")
 
     @classmethod
-    def from_inputs(cls, *, exclude_tags: str, **values) -> "CaptionSettings":
+    def from_inputs(cls, *, exclude_tags: str, **values) -> CaptionSettings:
         return cls(exclude_tags=tuple(split_tags(exclude_tags)), **values)
 
 

@@ -37,7 +37,8 @@ def read_tags(path: pathlib.Path) -> list[Tag]:
         try:
             return [Tag(row["name"], int(row["category"])) for row in reader]
         except ValueError as error:
-            raise CaptionerError(f"{path} has a non-numeric category ({error}); download selected_tags.csv again.") from error
+            raise CaptionerError(f"{path} has a non-numeric category ({error}); "
+                                 "download selected_tags.csv again.") from error
 
 
 class Wd14Tagger:
@@ -54,7 +55,8 @@ class Wd14Tagger:
         try:
             self.session = onnxruntime.InferenceSession(str(model_path), providers=providers)
         except Exception as error:  # onnxruntime raises its own (non-OSError) types for bad files
-            raise CaptionerError(f"{model_path} could not be loaded by onnxruntime ({error}); download it again.") from error
+            raise CaptionerError(f"{model_path} could not be loaded by onnxruntime ({error}); "
+                                 "download it again.") from error
         model_input = self.session.get_inputs()[0]
         shape = model_input.shape
         if len(shape) != 4 or shape[3] != 3 or not isinstance(shape[1], int):
@@ -71,7 +73,7 @@ class Wd14Tagger:
             raise CaptionerError(f"The tagger model gives {len(scores)} scores but selected_tags.csv lists "
                                  f"{len(self.tags)} tags: the two files are from different models.")
         characters, general = [], []
-        for tag, score in zip(self.tags, scores):
+        for tag, score in zip(self.tags, scores, strict=True):
             if tag.category == RATING_CATEGORY:
                 continue
             if tag.category == CHARACTER_CATEGORY:
@@ -79,7 +81,8 @@ class Wd14Tagger:
                     characters.append((float(score), tag.name))
             elif score >= self.general_threshold:
                 general.append((float(score), tag.name))
-        return [name for _, name in sorted(characters, reverse=True)] + [name for _, name in sorted(general, reverse=True)]
+        ranked = sorted(characters, reverse=True) + sorted(general, reverse=True)
+        return [name for _, name in ranked]
 
     def close(self) -> None:
         del self.session
