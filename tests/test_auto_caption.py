@@ -108,6 +108,9 @@ def test_wd14_overwrite_backs_up_every_replaced_caption_and_never_a_backup(capti
     assert (colour_dataset / "kept.txt").read_text(encoding="utf-8") == "sks, hatsune miku, red theme\n"
     _, text = run_caption(load(colour_dataset), mode="overwrite", trigger_word="sks", max_tags=2)
     assert "3 unchanged" in text and not (colour_dataset / "kept.txt.bak3").exists()
+    # Backups are not captions, images, or clutter to the loader.
+    notices = loader.load_dataset(colour_dataset.parent, repeats=1).notices
+    assert not [notice for notice in notices if notice.code in ("ignored_files", "orphan_caption")]
 
 
 def test_memory_only_captions_everything_and_writes_nothing(captioners, colour_dataset):

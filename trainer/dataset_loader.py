@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 KOHYA_FOLDER = re.compile(r"^(\d+)_(.*)$", re.DOTALL)
 CAPTION_EXTENSIONS = (".txt", ".caption")
+CAPTION_BACKUP = re.compile(r"\.(txt|caption)\.bak\d*$")  # what Auto Caption's overwrite mode leaves
 # Image formats users drop in a dataset that we do not read: named in the report rather than ignored.
 UNSUPPORTED_IMAGE_EXTENSIONS = frozenset({".gif", ".tif", ".tiff", ".avif", ".heic", ".heif", ".jxl", ".psd"})
 # Encodings tried, in order, for captions that are not UTF-8 (Japanese Windows editors save Shift-JIS).
@@ -234,7 +235,7 @@ def folder_fingerprint(*roots: pathlib.Path | None) -> str:
 
 def natural_key(path: pathlib.Path) -> list:
     """Sort 'img2' before 'img10', as file managers do."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+    return [int(part) if part.isdecimal() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
 @dataclass
@@ -260,14 +261,11 @@ def _list_folder(folder: pathlib.Path, caption_extension: str) -> _FolderListing
             "orphan_caption", f"Caption files without an image of the same name, renamed or deleted image? "
             f"({len(orphans)}): {names(orphans)}.", tuple(orphans), severity="note"))
     other = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS | UNSUPPORTED_IMAGE_EXTENSIONS
-             and p.suffix not in CAPTION_EXTENSIONS and not p.name.endswith(_BACKUP_SUFFIXES)]
+             and p.suffix not in CAPTION_EXTENSIONS and not CAPTION_BACKUP.search(p.name)]
     if other:
         notices.append(LoadNotice("ignored_files", f"Files that are not images, ignored ({len(other)}): "
                                   f"{names(other)}.", tuple(other), severity="note"))
     return _FolderListing(images, notices)
-
-
-_BACKUP_SUFFIXES = tuple(f"{extension}.bak" for extension in CAPTION_EXTENSIONS)
 
 
 def _inspect_all(paths: list[pathlib.Path]) -> tuple[dict[pathlib.Path, ImageFacts], list[SkippedFile]]:
