@@ -30,6 +30,7 @@ def test_images_go_to_the_bucket_of_nearest_aspect_ratio():
     assert buckets.nearest_bucket(1000, 1500, plan) == (384, 640)
     assert buckets.nearest_bucket(3000, 3000, plan) == (512, 512)
     assert buckets.nearest_bucket(4000, 1000, plan) == (1024, 256)
+    assert buckets.nearest_bucket(625, 1000, [(128, 512), (512, 512)]) == (512, 512)  # equally near: larger wins
     assert buckets.upscale_factor(256, 256, (512, 512)) == 2.0
     assert buckets.upscale_factor(1024, 1024, (512, 512)) == 0.5
 

@@ -44,11 +44,11 @@ def make_buckets(resolution: int, step: int = 64, min_side: int | None = None,
 
 
 def nearest_bucket(width: int, height: int, buckets: list[Bucket]) -> Bucket:
-    """The bucket whose aspect ratio is closest to the image's (first one on a tie, as kohya)."""
+    """The bucket whose aspect ratio is closest to the image's (kohya's `select_bucket`); the larger on a tie."""
     if not buckets:
         raise ValueError("no buckets to choose from")
     aspect = width / height
-    return min(buckets, key=lambda bucket: abs(bucket[0] / bucket[1] - aspect))
+    return min(buckets, key=lambda bucket: (abs(bucket[0] / bucket[1] - aspect), -bucket[0] * bucket[1]))
 
 
 def upscale_factor(width: int, height: int, bucket: Bucket) -> float:
