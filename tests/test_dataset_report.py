@@ -135,13 +135,17 @@ def test_trigger_word_coverage_names_the_captions_without_it(tmp_path):
     assert finding.paths == (folder / "shape_02.png",) and "'OHWX' (1 of 4)" in finding.message
 
 
-def test_regularization_doubles_steps_and_kohya_summary_lists_folders(tmp_path):
+def test_regularization_images_count_in_steps_and_kohya_summary_lists_folders(tmp_path):
     root = make_sample_dataset(tmp_path / "train", count=3, size=64, repeats=4)
     regularization = make_sample_dataset(tmp_path / "reg", count=5, size=64, repeats=1, name="shape", trigger="shape")
     loaded = loader.load_dataset(root, repeats=1, regularization_root=regularization, base_resolution=64)
-    assert report_module.steps_per_epoch(loaded.dataset, 1) == 2 * 3 * 4
+    assert report_module.steps_per_epoch(loaded.dataset, 1) == 3 * 4 + 5 * 1
+    assert report_module.steps_per_epoch(loaded.dataset, 4) == 5  # 17 samples in one bucket
     summary = report_module.kohya_dataset_summary(loaded.dataset)
     assert summary["dataset_dirs"] == {"4_ohwx shape": {"n_repeats": 4, "img_count": 3}}
     assert summary["reg_dataset_dirs"] == {"1_shape": {"n_repeats": 1, "img_count": 5}}
     assert summary["num_train_images"] == 12 and summary["num_reg_images"] == 5
+    text = report_module.build_report(loaded).text()
+    assert "1_shape (regularization): 5 images x 1 repeats = 5" in text
+    assert "3 images, 12 + 5 regularization image repeats per epoch -> 17 steps per epoch" in text
     assert summary["tag_frequency"]["4_ohwx shape"]["ohwx"] == 3

@@ -104,7 +104,9 @@ class DatasetReport:
             lines.append(f"  {line.name or self.root.name}{role}: {line.images} images x {line.repeats} repeats "
                          f"= {line.image_repeats}")
         image_repeats = sum(line.image_repeats for line in self.folders if not line.is_regularization)
-        lines.append(f"Training: {self.training_images} images, {image_repeats} image repeats per epoch -> "
+        regularization = sum(line.image_repeats for line in self.folders if line.is_regularization)
+        extra = f" + {regularization} regularization" if regularization else ""
+        lines.append(f"Training: {self.training_images} images, {image_repeats}{extra} image repeats per epoch -> "
                      f"{self.steps_per_epoch} steps per epoch at batch size {self.batch_size}; "
                      f"{self.epochs} epochs = {self.total_steps} steps")
         lines.append(f"Resolution: {self.base_resolution} px ({self.resolution_source}). {_size_summary(self.sizes)}")
@@ -161,16 +163,13 @@ def build_report(loaded: LoadedDataset, *, batch_size: int = 1, epochs: int = 10
 
 
 def steps_per_epoch(dataset: LoraDataset, batch_size: int) -> int:
-    """Optimizer steps in one epoch, kohya style: each batch comes from a single bucket.
-
-    Regularization images are drawn as often as training images, which doubles the count.
-    """
+    """Optimizer steps in one epoch as the trainer forms them: every image `repeats` times (regularization
+    images included), each batch from a single bucket, so a part-filled batch per bucket counts as a step."""
     buckets = make_buckets(dataset.base_resolution)
     per_bucket: collections.Counter[Bucket] = collections.Counter()
-    for image in dataset.training_images:
+    for image in dataset.images:
         per_bucket[nearest_bucket(image.width, image.height, buckets)] += image.repeats
-    steps = sum(math.ceil(count / batch_size) for count in per_bucket.values())
-    return steps * 2 if dataset.regularization_images else steps
+    return sum(math.ceil(count / batch_size) for count in per_bucket.values())
 
 
 def caption_findings(images: Iterable[DatasetImage], trigger_word: str,
