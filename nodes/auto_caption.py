@@ -1,7 +1,20 @@
 """Auto Caption: tag or describe every image with WD14, BLIP or Florence-2, without losing existing text."""
 from __future__ import annotations
 
+import dataclasses
+
+import comfy.model_management
+import comfy.utils
+
+from ..trainer.captioning import CaptionRun, CaptionSettings, caption_dataset, captioner_names, register_model_folder
+from ..trainer.dataset_loader import display_name
+from ..trainer.dataset_report import caption_findings, clip_token_counter
 from .types import CATEGORY, DATASET
+
+register_model_folder()  # models/captioners shows in /models and honours extra_model_paths.yaml
+
+ACTION_LABELS = {"written": "written", "replaced": "replaced, old text in {backup}", "unchanged": "unchanged",
+                 "kept": "kept the existing caption", "memory": "in memory only", "failed": "not captioned: {detail}"}
 
 
 class AutoCaption:
@@ -17,18 +30,50 @@ class AutoCaption:
         return {
             "required": {
                 "dataset": (DATASET,),
-                "captioner": (["wd-v1-4-moat-tagger-v2", "wd-eva02-large-tagger-v3", "wd-vit-tagger-v3",
-                               "blip-image-captioning-base", "Florence-2-base"],),
-                "trigger_word": ("STRING", {"default": ""}),
-                "mode": (["fill_missing", "overwrite", "memory_only"], {"default": "fill_missing"}),
-                "exclude_tags": ("STRING", {"default": ""}),
-                "general_threshold": ("FLOAT", {"default": 0.35, "min": 0.0, "max": 1.0, "step": 0.01}),
-                "character_threshold": ("FLOAT", {"default": 0.85, "min": 0.0, "max": 1.0, "step": 0.01}),
-                "replace_underscores": ("BOOLEAN", {"default": True}),
-                "max_tags": ("INT", {"default": 40, "min": 1, "max": 500}),
-            }
+                "captioner": (captioner_names(), {"tooltip": "WD14 taggers give booru tags; BLIP and Florence-2 a sentence. Weights go in models/captioners/<name> (downloaded on first use)."}),
+                "trigger_word": ("STRING", {"default": "", "tooltip": "Goes first in every caption. Empty: the image's class tokens (from its N_name folder or Load Dataset)."}),
+                "mode": (["fill_missing", "overwrite", "memory_only"], {"default": "fill_missing", "tooltip": "fill_missing: caption only images without a caption file. overwrite: caption all, keeping each old caption as .bak. memory_only: caption all for this run, write nothing."}),
+                "exclude_tags": ("STRING", {"default": "", "tooltip": "Comma-separated tags to leave out (e.g. what the trigger word should absorb)."}),
+                "general_threshold": ("FLOAT", {"default": 0.35, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "WD14: minimum score for general tags."}),
+                "character_threshold": ("FLOAT", {"default": 0.85, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "WD14: minimum score for character tags."}),
+                "replace_underscores": ("BOOLEAN", {"default": True, "tooltip": "long_hair -> long hair (kaomoji such as ^_^ are kept)."}),
+                "max_tags": ("INT", {"default": 40, "min": 1, "max": 500, "tooltip": "Most tags per caption after the trigger word; CLIP reads only 75 tokens."}),
+            },
+            "optional": {
+                "include_regularization": ("BOOLEAN", {"default": False, "tooltip": "Also caption regularization images."}),
+            },
         }
 
     def caption(self, dataset, captioner, trigger_word, mode, exclude_tags, general_threshold, character_threshold,
-                replace_underscores, max_tags):
-        raise NotImplementedError("LoraLabAutoCaption is not implemented yet")
+                replace_underscores, max_tags, include_regularization=False):
+        settings = CaptionSettings.from_inputs(
+            captioner=captioner, trigger_word=trigger_word, mode=mode, exclude_tags=exclude_tags,
+            general_threshold=general_threshold, character_threshold=character_threshold,
+            replace_underscores=replace_underscores, max_tags=max_tags, include_regularization=include_regularization)
+        progress: list[comfy.utils.ProgressBar] = []
+
+        def after_image(done: int, total: int) -> None:
+            if not progress:
+                progress.append(comfy.utils.ProgressBar(total))
+            progress[0].update_absolute(done, total)
+
+        run = caption_dataset(dataset, settings, before_image=comfy.model_management.throw_exception_if_processing_interrupted,
+                              after_image=after_image)
+        text = summarise(run, settings)
+        captioned = dataclasses.replace(run.dataset, report=f"{dataset.report}\n\n{text}".strip())
+        return {"ui": {"text": [text]}, "result": (captioned, text)}
+
+
+def summarise(run: CaptionRun, settings: CaptionSettings) -> str:
+    """Counts, each image's caption and what happened to its file, then the caption problems that remain."""
+    counts = ", ".join(f"{run.count(action)} {action}" for action in ACTION_LABELS if run.count(action))
+    lines = [f"Auto Caption with {settings.captioner} ({settings.mode}): {counts or 'nothing to caption'}."]
+    if not run.outcomes and settings.mode == "fill_missing":
+        lines.append("Every image already has a caption file; use overwrite to replace them (old text kept as .bak).")
+    for outcome in run.outcomes:
+        label = ACTION_LABELS[outcome.action].format(backup=outcome.backup.name if outcome.backup else "",
+                                                     detail=outcome.detail)
+        lines.append(f"{display_name(outcome.path)}: {outcome.caption}  [{label}]")
+    findings = caption_findings(run.dataset.images, settings.trigger_word, clip_token_counter())
+    lines += [f"WARNING: {finding.message}" for finding in findings if finding.severity == "warning"]
+    return "\n".join(lines)

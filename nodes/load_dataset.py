@@ -1,7 +1,17 @@
 """Load Dataset: a folder of captioned images (flat, or kohya `N_name` subfolders) plus its report."""
 from __future__ import annotations
 
+import dataclasses
+
+import folder_paths
+
+from ..trainer.dataset_loader import folder_fingerprint, load_dataset, resolve_dataset_path
+from ..trainer.dataset_report import build_report, clip_token_counter
+from ..trainer.errors import SettingsError
+from ..trainer.families import detect_family
 from .types import CATEGORY, DATASET
+
+DEFAULT_RESOLUTION = 512
 
 
 class LoadDataset:
@@ -27,9 +37,51 @@ class LoadDataset:
                 "model": ("MODEL", {"tooltip": "Optional: sets the native resolution the report checks against."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "For the steps-per-epoch figure in the report."}),
                 "trigger_word": ("STRING", {"default": "", "tooltip": "Report captions that lack this word."}),
+                "epochs": ("INT", {"default": 10, "min": 1, "max": 10000, "tooltip": "For the total-steps advice in the report: set it as on Train LoRA."}),
+                "clip": ("CLIP", {"tooltip": "Optional: count caption tokens with this CLIP's tokenizer (else ComfyUI's SD CLIP tokenizer)."}),
             },
         }
 
+    @classmethod
+    def IS_CHANGED(cls, path="", regularization_path="", **_):
+        """Re-run when files in the folders change (captions edited, images added), not only when inputs do.
+
+        A path that cannot be resolved (empty, or linked from another node) means "always re-run";
+        the run itself then reports the problem.
+        """
+        texts = [text for text in (path, regularization_path) if isinstance(text, str) and text.strip()]
+        if not texts:
+            return float("nan")
+        input_directory = folder_paths.get_input_directory()
+        return folder_fingerprint(*(resolve_dataset_path(text, input_directory) for text in texts))
+
     def load(self, path, repeats, caption_extension, class_tokens, regularization_path="", base_resolution=0,
-             model=None, batch_size=1, trigger_word=""):
-        raise NotImplementedError("LoraLabLoadDataset is not implemented yet")
+             model=None, batch_size=1, trigger_word="", epochs=10, clip=None):
+        input_directory = folder_paths.get_input_directory()
+        resolution, resolution_source = _base_resolution(base_resolution, model)
+        loaded = load_dataset(
+            resolve_dataset_path(path, input_directory),
+            repeats=repeats,
+            caption_extension=caption_extension,
+            class_tokens=class_tokens,
+            regularization_root=resolve_dataset_path(regularization_path, input_directory)
+            if regularization_path.strip() else None,
+            base_resolution=resolution,
+        )
+        report = build_report(loaded, batch_size=batch_size, epochs=epochs, trigger_word=trigger_word,
+                              count_tokens=clip_token_counter(clip), resolution_source=resolution_source)
+        text = report.text()
+        dataset = dataclasses.replace(loaded.dataset, report=text)
+        return {"ui": {"text": [text]}, "result": (dataset, text)}
+
+
+def _base_resolution(requested: int, model) -> tuple[int, str]:
+    if requested:
+        return requested, "set on the node"
+    if model is None:
+        return DEFAULT_RESOLUTION, "default; connect a MODEL or set base_resolution"
+    try:
+        family = detect_family(model)
+    except SettingsError as error:
+        return DEFAULT_RESOLUTION, f"default: {error}"
+    return family.native_resolution, f"native size of the connected {family.name} model"

@@ -23,6 +23,8 @@ class DatasetImage:
     width: int  # after EXIF orientation
     height: int
     is_regularization: bool = False
+    class_tokens: str = ""  # the folder's (or Load Dataset's) class tokens: the caption when there is no sidecar
+    has_alpha: bool = False  # the file has transparent pixels; training composites them on white
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,165 @@
+"""Caption a dataset: load the captioner once, caption image by image, write per mode, unload."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from PIL import Image
+
+from ..dataset import DatasetImage, LoraDataset
+from ..errors import SettingsError
+from ..images import UnreadableImage, open_training_image
+from . import device, models
+from .tags import finalize_caption, split_tags
+from .writing import MODES, WriteResult, store_caption
+
+logger = logging.getLogger(__name__)
+
+WRITTEN = ("written", "replaced", "unchanged", "kept")  # actions after which a caption file exists
+TAGGER_SIDE = 448  # no captioner looks at more pixels than this, so big photos decode at a reduced scale
+
+
+class Captioner(Protocol):
+    def caption(self, image: Image.Image) -> list[str]:
+        """Tags (WD14) or a one-element sentence (BLIP, Florence-2); empty when it found nothing."""
+
+    def close(self) -> None:
+        """Drop the model so its memory can be reclaimed."""
+
+
+@dataclass(frozen=True)
+class CaptionSettings:
+    """Auto Caption's inputs, checked once."""
+
+    captioner: str
+    trigger_word: str = ""
+    mode: str = "fill_missing"
+    exclude_tags: tuple[str, ...] = ()
+    general_threshold: float = 0.35
+    character_threshold: float = 0.85
+    replace_underscores: bool = True
+    max_tags: int = 40
+    include_regularization: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SettingsError(f"mode {self.mode!r} is not one of {', '.join(MODES)}.")
+        for name in ("general_threshold", "character_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise SettingsError(f"{name} is {value}; it must be between 0 and 1.")
+        if self.max_tags < 1:
+            raise SettingsError(f"max_tags is {self.max_tags}; it must be at least 1.")
+
+    @classmethod
+    def from_inputs(cls, *, exclude_tags: str, **values) -> CaptionSettings:
+        return cls(exclude_tags=tuple(split_tags(exclude_tags)), **values)
+
+
+@dataclass(frozen=True)
+class CaptionOutcome:
+    path: pathlib.Path
+    caption: str
+    action: str  # see WriteResult.action; "failed" when the image or the captioner gave nothing
+    backup: pathlib.Path | None = None
+    detail: str = ""
+
+
+@dataclass
+class CaptionRun:
+    dataset: LoraDataset
+    outcomes: list[CaptionOutcome] = field(default_factory=list)
+
+    def count(self, action: str) -> int:
+        return sum(1 for outcome in self.outcomes if outcome.action == action)
+
+
+def images_to_caption(dataset: LoraDataset, settings: CaptionSettings) -> list[DatasetImage]:
+    """fill_missing: only uncaptioned images; overwrite and memory_only: all of them."""
+    chosen = [image for image in dataset.images if settings.include_regularization or not image.is_regularization]
+    if settings.mode == "fill_missing":
+        chosen = [image for image in chosen if not image.has_caption_file]
+    return chosen
+
+
+def load_captioner(settings: CaptionSettings) -> Captioner:
+    """The backend for `settings.captioner`, its weights found or downloaded first."""
+    spec = models.spec_for(settings.captioner)
+    folder = models.ensure_model(spec)
+    torch_device, _ = device.captioner_device()
+    device.make_room(torch_device, _folder_bytes(folder) * 2)
+    if spec.kind == "wd14":
+        from .wd14 import Wd14Tagger
+
+        return Wd14Tagger(folder, general_threshold=settings.general_threshold,
+                          character_threshold=settings.character_threshold, use_gpu=torch_device.type == "cuda")
+    if spec.kind == "blip":
+        from .blip import BlipCaptioner
+
+        return BlipCaptioner(folder)
+    if spec.kind == "florence2":
+        from .florence import FlorenceCaptioner
+
+        return FlorenceCaptioner(folder)
+    raise ValueError(f"captioner kind {spec.kind!r} has no backend")
+
+
+def caption_dataset(dataset: LoraDataset, settings: CaptionSettings, *,
+                    before_image: Callable[[], None] = lambda: None,
+                    after_image: Callable[[int, int], None] = lambda done, total: None) -> CaptionRun:
+    """Caption the chosen images and return the dataset with the new captions.
+
+    `before_image` runs before each image (ComfyUI's interrupt check goes there); `after_image(done,
+    total)` once with 0 before loading and after each image (the progress bar). The captioner is
+    unloaded even when cancelled or failing.
+    """
+    targets = images_to_caption(dataset, settings)
+    if not targets:
+        return CaptionRun(dataset)
+    outcomes: list[CaptionOutcome] = []
+    after_image(0, len(targets))
+    captioner = load_captioner(settings)
+    try:
+        for done, image in enumerate(targets, start=1):
+            before_image()
+            outcomes.append(_caption_one(captioner, image, settings))
+            after_image(done, len(targets))
+    finally:
+        captioner.close()
+        del captioner
+        device.release_memory()
+    return CaptionRun(_with_outcomes(dataset, outcomes), outcomes)
+
+
+def _caption_one(captioner: Captioner, image: DatasetImage, settings: CaptionSettings) -> CaptionOutcome:
+    try:
+        pixels = open_training_image(image.path, draft_size=(TAGGER_SIDE, TAGGER_SIDE))
+    except UnreadableImage as error:  # changed on disk since Load Dataset read it
+        logger.warning("Not captioning %s", error)
+        return CaptionOutcome(image.path, image.caption, "failed", detail=error.reason)
+    parts = captioner.caption(pixels)
+    if not parts:
+        return CaptionOutcome(image.path, image.caption, "failed", detail="the captioner returned nothing")
+    caption = finalize_caption(parts, prefix=settings.trigger_word.strip() or image.class_tokens,
+                               exclude=settings.exclude_tags, replace_underscores=settings.replace_underscores,
+                               max_tags=settings.max_tags)
+    result: WriteResult = store_caption(image.caption_path, caption, settings.mode)
+    return CaptionOutcome(image.path, result.caption, result.action, result.backup)
+
+
+def _with_outcomes(dataset: LoraDataset, outcomes: list[CaptionOutcome]) -> LoraDataset:
+    by_path = {outcome.path: outcome for outcome in outcomes if outcome.action != "failed"}
+    images = tuple(
+        dataclasses.replace(image, caption=by_path[image.path].caption,
+                            has_caption_file=image.has_caption_file or by_path[image.path].action in WRITTEN)
+        if image.path in by_path else image
+        for image in dataset.images
+    )
+    return dataclasses.replace(dataset, images=images)
+
+
+def _folder_bytes(folder: pathlib.Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
