@@ -16,6 +16,7 @@ import torch
 from . import data, objectives, session
 from .adapters import AdapterSet, create_adapters
 from .dataset import LoraDataset
+from .dataset_report import kohya_dataset_summary
 from .errors import DatasetError, OutOfMemory, SettingsError, TrainingDiverged
 from .families import Family, detect_family
 from .kohya_names import text_encoder_name, unet_names
@@ -378,20 +379,10 @@ class Trainer:
         )
 
     def _dataset_summary(self) -> dict:
-        tag_frequency: dict[str, dict[str, int]] = {}
-        dirs: dict[str, dict[str, int]] = {}
-        for image in self.dataset.images:
-            folder = image.folder or self.dataset.root.name
-            entry = dirs.setdefault(folder, {"n_repeats": image.repeats, "img_count": 0})
-            entry["img_count"] += 1
-            tags = tag_frequency.setdefault(folder, {})
-            for tag in (t.strip().lower() for t in image.caption.split(",")):
-                if tag:
-                    tags[tag] = tags.get(tag, 0) + 1
-        return {"tag_frequency": tag_frequency, "dataset_dirs": dirs,
-                "num_train_images": sum(sample.image.repeats for sample in self.samples),
-                "num_validation_images": len(self.validation_samples), "resolution": self.resolution,
-                "buckets": sorted({sample.bucket for sample in self.samples}), "steps_per_epoch": self.steps_per_epoch}
+        summary = kohya_dataset_summary(self.dataset)
+        summary.update(resolution=self.resolution, num_validation_images=len(self.validation_samples),
+                       buckets=sorted({sample.bucket for sample in self.samples}), steps_per_epoch=self.steps_per_epoch)
+        return summary
 
 
 def train_lora(model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, observer: TrainingObserver,
