@@ -48,30 +48,34 @@ def sd15():
 
 @pytest.fixture
 def mirrored_dataset(tmp_path):
-    """Pairs of identical images: the held-out half has exact twins in training, so its loss must fall."""
-    dataset = training_data.captioned_shapes(tmp_path / "data", count=2, repeats=8)
-    dataset_module = runtime.pack("trainer.dataset")
-    twins = []
-    for image in dataset.images:
-        twin_path = image.path.with_name(image.path.stem + "_twin.png")
-        twin_path.write_bytes(image.path.read_bytes())
-        twins.append(dataset_module.DatasetImage(twin_path, image.caption, twin_path.with_suffix(".txt"), False, "", 8, 64, 64))
-    return dataset_module.LoraDataset(dataset.root, dataset.images + tuple(twins), base_resolution=64)
+    return training_data.captioned_shapes(tmp_path / "data", count=2, repeats=8, twins=True)
 
 
+@pytest.mark.parametrize("family", ["sd15", "sd2v", "sdxl"])
 @pytest.mark.parametrize("network,text_encoder_lr", [("LoRA", 0.0), ("LoRA", 5e-4), ("LoHa", 0.0), ("LoHa", 5e-4)])
-def test_validation_loss_falls_clearly(sd15, mirrored_dataset, tmp_path, network, text_encoder_lr):
+def test_validation_loss_falls_clearly(mirrored_dataset, tmp_path, family, network, text_encoder_lr):
+    bundle = models.FAMILIES[family]()
     settings = TrainingSettings(network=network, epochs=4, unet_lr=2e-2, text_encoder_lr=text_encoder_lr,
                                 validation_split=0.5, min_snr_gamma=0, **{**FAST, "rank": 8, "batch_size": 2})
-    lora = loop.train_lora(sd15.model, sd15.clip, sd15.vae, mirrored_dataset, settings, SilentObserver(), tmp_path / "state").lora
+    lora = loop.train_lora(bundle.model, bundle.clip, bundle.vae, mirrored_dataset, settings, SilentObserver(), tmp_path / "state").lora
     validation = [loss for _, loss in lora.validation_history]
     assert len(validation) == 4
-    assert all(later < earlier for earlier, later in zip(validation, validation[1:])), validation
-    assert validation[-1] < validation[0] * 0.93, validation
+    assert validation[-1] < validation[0] * 0.93, validation  # a clear fall, not noise
+    assert validation[-1] < min(validation[:2]), validation  # and a trend, not one lucky epoch
     assert sorted(lora.epochs) == [1, 2, 3, 4]
     assert lora.recommended_epoch == min(lora.validation_history, key=lambda item: item[1])[0]
-    has_text_keys = any(key.startswith("lora_te_") for key in lora.weights())
-    assert has_text_keys == (text_encoder_lr > 0)
+    text_prefixes = {"sd15": ("lora_te_",), "sd2v": ("lora_te_",), "sdxl": ("lora_te1_", "lora_te2_")}[family]
+    for prefix in text_prefixes:
+        assert any(key.startswith(prefix) for key in lora.weights()) == (text_encoder_lr > 0), prefix
+
+
+def test_flow_matching_model_trains(mirrored_dataset, tmp_path):
+    bundle = models.FAMILIES["sd3"]()
+    settings = TrainingSettings(epochs=4, unet_lr=2e-2, validation_split=0.5, **{**FAST, "rank": 8, "batch_size": 2})
+    lora = loop.train_lora(bundle.model, bundle.clip, bundle.vae, mirrored_dataset, settings, SilentObserver(), tmp_path / "state").lora
+    validation = [loss for _, loss in lora.validation_history]
+    assert validation[-1] < validation[0], validation
+    assert lora.family == "sd3" and all(key.startswith("lora_unet_joint_blocks_") for key in lora.weights())
 
 
 def test_each_sample_carries_its_own_caption_in_one_forward_per_micro_batch(sd15, tmp_path):
