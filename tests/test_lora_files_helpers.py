@@ -147,10 +147,11 @@ def unet_inputs(bundle: Any, seed: int = 1) -> dict[str, torch.Tensor]:
     """Fixed inputs for a direct UNet call (latent, timestep, text context and, for SDXL, the pooled vector)."""
     generator = torch.Generator().manual_seed(seed)
     config = bundle.model.model.model_config.unet_config
+    context_dim = config.get("context_dim") or config["context_embedder_config"]["params"]["in_features"]  # UNet / MMDiT
     inputs = {
         "x": torch.randn((1, config["in_channels"], 8, 8), generator=generator),
         "timesteps": torch.tensor([500.0]),
-        "context": torch.randn((1, 77, config["context_dim"]), generator=generator),
+        "context": torch.randn((1, 77, context_dim), generator=generator),
     }
     if config.get("adm_in_channels"):
         inputs["y"] = torch.randn((1, config["adm_in_channels"]), generator=generator)
