@@ -158,27 +158,36 @@ def unet_inputs(bundle: Any, seed: int = 1) -> dict[str, torch.Tensor]:
     return inputs
 
 
+@contextlib.contextmanager
+def patches_applied(*patchers: Any) -> Iterator[None]:
+    """Apply the patchers' weight patches the way samplers do (load_models_gpu), undo them afterwards."""
+    import comfy.model_management
+
+    comfy.model_management.load_models_gpu(list(patchers))
+    try:
+        yield
+    finally:
+        comfy.model_management.unload_all_models()
+
+
+def unet_forward(model_patcher: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return model_patcher.model.diffusion_model(**inputs).clone()
+
+
+def clip_encode(clip: Any, text: str = "a photo of a red circle") -> torch.Tensor:
+    with torch.no_grad():
+        return clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)[0].clone()
+
+
 def unet_output(model_patcher: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The UNet's output with the patcher's patches applied the way samplers apply them (load_models_gpu)."""
-    import comfy.model_management
-
-    comfy.model_management.load_models_gpu([model_patcher])
-    try:
-        with torch.no_grad():
-            return model_patcher.model.diffusion_model(**inputs).clone()
-    finally:
-        comfy.model_management.unload_all_models()
+    with patches_applied(model_patcher):
+        return unet_forward(model_patcher, inputs)
 
 
-def clip_output(clip: Any, text: str = "a photo of a red circle") -> tuple[torch.Tensor, torch.Tensor]:
-    import comfy.model_management
-
-    try:
-        with torch.no_grad():
-            cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
-        return cond.clone(), pooled.clone()
-    finally:
-        comfy.model_management.unload_all_models()
+def clip_output(clip: Any) -> torch.Tensor:
+    with patches_applied(clip.patcher):
+        return clip_encode(clip)
 
 
 @contextlib.contextmanager
