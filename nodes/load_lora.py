@@ -28,6 +28,15 @@ class LoadLoRA:
                                                        "metadata and for ComfyUI-trainer files."})},
         }
 
+    @classmethod
+    def IS_CHANGED(cls, lora_name, model=None):
+        """Re-read a file that was saved again under the same name (Save LoRA with overwrite)."""
+        path = folder_paths.get_full_path("loras", lora_name)
+        if path is None or not os.path.isfile(path):
+            return lora_name
+        status = os.stat(path)
+        return f"{lora_name}:{status.st_mtime_ns}:{status.st_size}"
+
     def load(self, lora_name, model=None):
         path = folder_paths.get_full_path("loras", lora_name)
         if path is None or not os.path.isfile(path):

@@ -205,3 +205,13 @@ def test_a_lora_whose_layers_do_not_fit_the_model_is_refused(comfy_dirs):
                                  f"{name}.alpha": torch.tensor(4.0)}, str(comfy_dirs["loras"] / "sd2.safetensors"))
     with pytest.raises(errors().LoraFileError, match="sd2.safetensors: layer .*attn2_to_k makes a 32x1024 change"):
         load("sd2.safetensors", model=bundle.model)
+
+
+def test_a_file_saved_again_under_the_same_name_is_read_again(comfy_dirs):
+    load_lora = runtime.boot().NODE_CLASS_MAPPINGS["LoraLabLoadLoRA"]
+    lora = helpers.random_trained_lora(models.FAMILIES["sd15"](), "LoRA")
+    name = save(lora, "same/name")[0]["lora_name"]
+    before = load_lora.IS_CHANGED(lora_name=name)
+    runtime.run_node("LoraLabSaveLoRA", lora=helpers.random_trained_lora(models.FAMILIES["sd15"](), "LoRA", seed=1),
+                     filename_prefix="same/name", epochs="final", dtype="fp16", overwrite=True)
+    assert load_lora.IS_CHANGED(lora_name=name) != before  # ComfyUI's cache would otherwise hand out the old LoRA

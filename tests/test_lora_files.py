@@ -141,7 +141,8 @@ def small_lora(network="LoCon", family="sd15", epochs=(2, 4), seed=0, **override
                             "caption_shuffle": True, "keep_tokens": 1, "flip_augment": False, "resolution": 0},
                   dataset_summary={"tag_frequency": {"10_ohwx dog": {"ohwx": 3, "dog": 3, "草原": 1}},
                                    "dataset_dirs": {"10_ohwx dog": {"n_repeats": 10, "img_count": 3}},
-                                   "num_train_images": 30, "resolution": 512},
+                                   "num_train_images": 30, "resolution": 512, "buckets": [(512, 512), (448, 576)],
+                                   "steps_per_epoch": 8},
                   started_at=1_700_000_000.25, finished_at=1_700_003_600.5)
     values.update(overrides)
     return trained_lora.TrainedLora(**values)
@@ -190,24 +191,10 @@ def test_metadata_describes_the_network_and_the_training_run(network, module, ar
     assert (metadata["ss_learning_rate"], metadata["ss_unet_lr"], metadata["ss_text_encoder_lr"]) == ("0.0001", "0.0001", "5e-05")
     assert (metadata["ss_optimizer"], metadata["ss_lr_scheduler"], metadata["ss_lr_warmup_steps"]) == ("AdamW", "cosine", "10")
     assert (metadata["ss_seed"], metadata["ss_num_epochs"], metadata["ss_total_batch_size"]) == ("42", "4", "4")
+    assert json.loads(metadata["ss_bucket_info"]) == {"buckets": {"0": {"resolution": [512, 512]},
+                                                                  "1": {"resolution": [448, 576]}}}
+    assert metadata["ss_max_train_steps"] == "32"
     assert metadata["modelspec.date"].startswith("2023-11-14T")
-
-
-def test_dataset_summary_counts_tags_and_repeats_like_kohya(tmp_path):
-    dataset = runtime.pack("trainer.dataset")
-    lora_metadata = runtime.pack("trainer.lora_metadata")
-
-    def image(name, caption, folder, repeats, reg=False):
-        return dataset.DatasetImage(tmp_path / name, caption, tmp_path / f"{name}.txt", True, folder, repeats, 64, 64, reg)
-
-    data = dataset.LoraDataset(tmp_path, (image("a.png", "ohwx, Dog ,  grass", "10_ohwx dog", 10),
-                                          image("b.png", "ohwx,dog,,", "10_ohwx dog", 10),
-                                          image("c.png", "dog", "1_dog", 1, reg=True)), base_resolution=768)
-    summary = lora_metadata.summarize_dataset(data)
-    assert summary["tag_frequency"] == {"10_ohwx dog": {"ohwx": 2, "dog": 2, "grass": 1}}
-    assert summary["dataset_dirs"] == {"10_ohwx dog": {"n_repeats": 10, "img_count": 2}}
-    assert summary["reg_dataset_dirs"] == {"1_dog": {"n_repeats": 1, "img_count": 1}}
-    assert (summary["num_train_images"], summary["num_reg_images"], summary["resolution"]) == (20, 1, (768, 768))
 
 
 def test_metadata_and_weights_round_trip_through_the_file(comfy_dirs):
@@ -221,7 +208,7 @@ def test_metadata_and_weights_round_trip_through_the_file(comfy_dirs):
             lora_metadata.build_metadata(lora, item.epoch, "round trip", saved_at=0.0) | {"modelspec.date": metadata["modelspec.date"]}
         assert tensors.keys() == lora.weights(item.epoch).keys()
         assert all(torch.equal(tensors[key], value) for key, value in lora.weights(item.epoch).items())
-        assert lora_metadata.settings_from_metadata(metadata) | {"resolution": 0} == lora.settings
+        assert lora_metadata.settings_from_metadata(metadata) | {"resolution": 0} == lora.settings | {"max_train_steps": 32}
         summary = lora_metadata.dataset_summary_from_metadata(metadata)
         assert summary["tag_frequency"] == lora.dataset_summary["tag_frequency"]
         assert summary["num_train_images"] == 30

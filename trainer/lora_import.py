@@ -44,7 +44,6 @@ TEXT_ENCODER_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_")
 COMFY_PREFIX = "diffusion_model."
 # kohya/LyCORIS UNet modules that are 3x3 convs (resnet convs, down/upsamplers), in diffusers and SGM naming.
 CONV3X3_NAME = re.compile(r"(resnets_\d+_conv[12]|samplers_0_conv|in_layers_2|out_layers_3|_op|output_blocks_\d+_\d+_conv)$")
-TRANSFORMER_NAME = re.compile(r"(_transformer_blocks_\d+_|_proj_in$|_proj_out$)")
 
 
 def import_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str], file_name: str, model: Any = None) -> TrainedLora:
@@ -71,9 +70,8 @@ def import_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str], file
         is_conv = _is_conv3x3(name, module_weights, shapes.get(name))
         if rank is not None:
             (conv_ranks if is_conv else ranks)[(rank, alpha)] += 1
-    if network == "LoRA" and any(not name.startswith(TEXT_ENCODER_PREFIXES) and not TRANSFORMER_NAME.search(name)
-                                 for name in modules):
-        network = "LoCon"  # resnet/sampler layers are what kohya's conv_dim and LyCORIS' LoCon add
+    if network == "LoRA" and conv_ranks:
+        network = "LoCon"  # 3x3 convs are what kohya's conv_dim and LyCORIS' LoCon add
     rank, alpha = _most_common(ranks or conv_ranks, metadata, tensors)
     conv_rank, conv_alpha = _most_common(conv_ranks, metadata, tensors) if conv_ranks else (None, None)
     epoch = _int_metadata(metadata, "ss_epoch")

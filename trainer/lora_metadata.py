@@ -10,10 +10,8 @@ import datetime
 import hashlib
 import json
 import time
-from collections import Counter
 from typing import Any
 
-from .dataset import LoraDataset
 from .families import BY_NAME, SDXL, Family
 from .trained_lora import LYCORIS_ALGOS, TrainedLora
 
@@ -66,37 +64,6 @@ DATASET_KEYS = {
 }
 
 
-def summarize_dataset(dataset: LoraDataset, resolution: int | None = None) -> dict[str, Any]:
-    """What kohya records about the data, for TrainedLora.dataset_summary.
-
-    Tags are the comma-separated parts of each training caption, stripped and lower-cased, counted per
-    folder (kohya's `set_tag_frequency`); image counts include repeats, as `ss_num_train_images` does.
-    """
-    def folder_name(folder: str) -> str:
-        return folder or dataset.root.name
-
-    tag_frequency: dict[str, Counter] = {}
-    dirs: dict[str, dict[str, int]] = {}
-    reg_dirs: dict[str, dict[str, int]] = {}
-    for image in dataset.images:
-        name = folder_name(image.folder)
-        info = (reg_dirs if image.is_regularization else dirs).setdefault(name, {"n_repeats": image.repeats, "img_count": 0})
-        info["img_count"] += 1
-        if image.is_regularization:
-            continue
-        counts = tag_frequency.setdefault(name, Counter())
-        counts.update(tag.strip().lower() for tag in image.caption.split(",") if tag.strip())
-    side = resolution or dataset.base_resolution
-    return {
-        "tag_frequency": {name: dict(counts) for name, counts in tag_frequency.items()},
-        "dataset_dirs": dirs,
-        "reg_dataset_dirs": reg_dirs,
-        "num_train_images": sum(image.repeats for image in dataset.training_images),
-        "num_reg_images": sum(image.repeats for image in dataset.regularization_images),
-        "resolution": (side, side),
-    }
-
-
 def network_args(lora: TrainedLora) -> dict[str, str]:
     """`ss_network_args` as kohya records `--network_args` for LyCORIS (`algo=locon conv_dim=8 ...`)."""
     args: dict[str, str] = {}
@@ -138,6 +105,11 @@ def build_metadata(lora: TrainedLora, epoch: int, output_name: str, saved_at: fl
         metadata["ss_total_batch_size"] = settings["batch_size"] * settings.get("gradient_accumulation", 1)
     metadata.update({ss_key: settings[key] for key, ss_key in SETTINGS_KEYS.items() if key in settings})
     metadata.update({ss_key: _dataset_value(summary[key]) for key, ss_key in DATASET_KEYS.items() if key in summary})
+    if "buckets" in summary and "bucket_info" not in summary:  # kohya's bucket_info layout, without per-bucket counts
+        metadata["ss_bucket_info"] = json.dumps({"buckets": {str(index): {"resolution": list(bucket)}
+                                                             for index, bucket in enumerate(summary["buckets"])}})
+    if "steps_per_epoch" in summary and "epochs" in settings and "max_train_steps" not in settings:
+        metadata["ss_max_train_steps"] = summary["steps_per_epoch"] * settings["epochs"]
     metadata.setdefault("ss_tag_frequency", "{}")
     metadata.setdefault("ss_dataset_dirs", "{}")
     metadata.setdefault("ss_num_train_images", 0)
