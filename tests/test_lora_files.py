@@ -1,6 +1,7 @@
 """LoRA files: kohya's module names at full model size, metadata, kohya's hashes, atomic writes, safe names."""
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
@@ -194,7 +195,7 @@ def test_metadata_describes_the_network_and_the_training_run(network, module, ar
     assert json.loads(metadata["ss_bucket_info"]) == {"buckets": {"0": {"resolution": [512, 512]},
                                                                   "1": {"resolution": [448, 576]}}}
     assert metadata["ss_max_train_steps"] == "32"
-    assert metadata["modelspec.date"].startswith("2023-11-14T")
+    assert metadata["modelspec.date"] == datetime.datetime.fromtimestamp(1_700_003_600).isoformat()  # local, as kohya
 
 
 def test_metadata_and_weights_round_trip_through_the_file(comfy_dirs):
@@ -331,12 +332,15 @@ def test_an_unusable_prefix_is_refused_with_the_reason(comfy_dirs, prefix, probl
                          overwrite=False)
 
 
-@pytest.mark.parametrize("epochs, message", [("3", "kept only epochs 2, 4"), ("last two", "not 'final', 'all'")])
-def test_unknown_epochs_are_refused_with_the_choices(comfy_dirs, epochs, message):
+@pytest.mark.parametrize("kept, epochs, message", [((2, 4), "3", "kept only epochs 2, 4"),
+                                                  ((2, 4), "last two", "not 'final', 'all'"),
+                                                  ((), "final", "kept no epoch")])
+def test_unknown_epochs_are_refused_with_the_choices(comfy_dirs, kept, epochs, message):
     errors = runtime.pack("trainer.errors")
     with pytest.raises(errors.SettingsError, match=message):
-        runtime.run_node("LoraLabSaveLoRA", lora=small_lora(), filename_prefix="x", epochs=epochs, dtype="fp16",
-                         overwrite=False)
+        runtime.run_node("LoraLabSaveLoRA", lora=small_lora(epochs=kept), filename_prefix="x", epochs=epochs,
+                         dtype="fp16", overwrite=False)
+    assert list(comfy_dirs["loras"].iterdir()) == []
 
 
 def test_spaces_japanese_and_full_width_names_work_and_load(comfy_dirs):

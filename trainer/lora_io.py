@@ -91,6 +91,9 @@ def resolve_output_name(loras_root: str | os.PathLike, prefix: str) -> OutputNam
 
 def select_epochs(spec: str, lora: TrainedLora) -> list[int]:
     """The epochs a Save LoRA `epochs` value asks for: `final`, `all`, or a list such as `4, 8, 10`."""
+    if not lora.epochs:
+        raise SettingsError("This LoRA kept no epoch (training stopped before the first one finished), so there is "
+                            "nothing to save; train for at least one epoch.")
     available = sorted(lora.epochs)
     text = spec.strip().lower()
     if text in ("", "final"):
