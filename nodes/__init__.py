@@ -1,6 +1,7 @@
 """ComfyUI V1 node classes: thin adapters that turn widget values into trainer/ calls."""
 from .auto_caption import AutoCaption
 from .load_dataset import LoadDataset
+from .load_lora import LoadLoRA
 from .save_lora import SaveLoRA
 from .strength_sweep import StrengthSweep
 from .train_lora import TrainLoRA
@@ -10,6 +11,7 @@ _NODES = {
     "LoraLabAutoCaption": (AutoCaption, "Auto Caption (LoRA Lab)"),
     "LoraLabTrainLoRA": (TrainLoRA, "Train LoRA (LoRA Lab)"),
     "LoraLabSaveLoRA": (SaveLoRA, "Save LoRA (LoRA Lab)"),
+    "LoraLabLoadLoRA": (LoadLoRA, "Load LoRA (LoRA Lab)"),
     "LoraLabStrengthSweep": (StrengthSweep, "Strength Sweep (LoRA Lab)"),
 }
 
