@@ -65,16 +65,17 @@ class TrainLoRA:
             },
             "optional": {
                 "resume_from": ("STRING", {"default": "", "tooltip": "A training-state folder from a cancelled run, to continue it"}),
+                "initial_lora": (LORA, {"tooltip": "Continue training an existing LoRA (from Load LoRA or an earlier run)"}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
-    def train(self, model, clip, vae, dataset, resume_from: str = "", unique_id: str | None = None, **inputs):
+    def train(self, model, clip, vae, dataset, resume_from: str = "", initial_lora=None, unique_id: str | None = None, **inputs):
         settings = TrainingSettings.from_inputs(inputs)
         resume = resolve_state_dir(resume_from) if resume_from.strip() else None
         state_dir = resume or new_state_dir(settings.seed)
         try:
-            outcome = train_lora(model, clip, vae, dataset, settings, ComfyObserver(unique_id), state_dir, resume)
+            outcome = train_lora(model, clip, vae, dataset, settings, ComfyObserver(unique_id), state_dir, resume, initial_lora)
         except TrainingCancelled as cancelled:
             log.warning("Training cancelled. To continue it, set resume_from to: %s", cancelled.state_dir)
             mm.throw_exception_if_processing_interrupted()

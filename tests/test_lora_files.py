@@ -86,9 +86,7 @@ def test_unet_modules_are_exactly_kohyas_for_full_size_models(family, convs):
 
 @pytest.mark.parametrize("family", [
     "sd15", "sdxl",
-    pytest.param("sd2_v", marks=pytest.mark.xfail(strict=True, reason=(
-        "trainer.targets includes OpenCLIP-H's 24th layer, which SD2 never reads (penultimate layer) and kohya's "
-        "23-layer SD2 text encoder does not have: 144 modules instead of kohya's 138"))),
+    "sd2_v",
 ])
 def test_text_encoder_modules_are_exactly_kohyas_for_full_size_models(family):
     bundle = full_size_bundle(family)

@@ -39,7 +39,7 @@ def adapter_layers(bundle: Any, include_convs: bool, text_encoder: bool = True) 
     unet_names = names.unet_names(bundle.model.model.model_config.unet_config, family, [t.path for t in unet_targets])
     layers = [Layer(unet_names[t.path], t.module, True, t.is_conv3x3) for t in unet_targets]
     if text_encoder:
-        for target in targets.text_encoder_targets(bundle.clip.cond_stage_model, family.text_encoder_prefixes):
+        for target in targets.text_encoder_targets(bundle.clip.cond_stage_model, family.text_encoder_prefixes, family.text_encoder_layers):
             layers.append(Layer(names.text_encoder_name(target.path, family), target.module, False, False))
     return layers
 

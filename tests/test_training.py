@@ -210,3 +210,17 @@ def test_resume_with_changed_settings_is_refused(sd15, tmp_path, comfy_dirs):
     state = sorted((comfy_dirs["output"] / "loralab" / "training_state").iterdir())[-1]
     with pytest.raises(errors.SettingsError, match="rank"):
         runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=2, rank=8, resume_from=str(state)))
+
+
+def test_training_continues_from_a_saved_lora_file(sd15, tmp_path, comfy_dirs):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    first = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1, unet_lr=1e-2, text_encoder_lr=1e-3))[2]
+    runtime.run_node("LoraLabSaveLoRA", lora=first, filename_prefix="first", epochs="final", dtype="fp32", overwrite=False)
+    loaded = runtime.run_node("LoraLabLoadLoRA", lora_name="first.safetensors", model=sd15.model)[0]
+    # A learning rate too small to move the weights: the continued LoRA must still be the loaded one.
+    continued = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1, unet_lr=1e-12,
+                                                                   text_encoder_lr=1e-12, initial_lora=loaded))[2]
+    for key, value in first.weights().items():
+        assert torch.allclose(continued.weights()[key], value, atol=1e-6), key
+    with pytest.raises(errors.SettingsError, match="set network LoRA and rank 4"):
+        runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1, rank=8, initial_lora=loaded))

@@ -21,6 +21,7 @@ class Family:
     unet_naming: str  # "diffusers" (SD1/SD2 kohya names) or "comfy" (SGM/MMDiT paths as ComfyUI has them)
     text_encoder_prefixes: dict[str, str]  # ComfyUI encoder attribute -> kohya key prefix
     bucket_step: int = 64
+    text_encoder_layers: dict[str, int] | None = None  # layers kohya's text encoder has, when fewer than ComfyUI's
 
     @property
     def is_v2(self) -> bool:
@@ -28,8 +29,11 @@ class Family:
 
 
 SD15 = Family("sd15", "sd_v1", "stable-diffusion-v1/lora", "eps", 512, "diffusers", {"clip_l": "lora_te"})
-SD2 = Family("sd2", "sd_v2", "stable-diffusion-v2-512/lora", "eps", 512, "diffusers", {"clip_h": "lora_te"})
-SD2_V = Family("sd2_v", "sd_v2_v", "stable-diffusion-v2-768-v/lora", "v", 768, "diffusers", {"clip_h": "lora_te"})
+# SD2 reads OpenCLIP-H's penultimate layer; kohya's (diffusers') SD2 text encoder has only those 23 layers.
+SD2 = Family("sd2", "sd_v2", "stable-diffusion-v2-512/lora", "eps", 512, "diffusers", {"clip_h": "lora_te"},
+             text_encoder_layers={"clip_h": 23})
+SD2_V = Family("sd2_v", "sd_v2_v", "stable-diffusion-v2-768-v/lora", "v", 768, "diffusers", {"clip_h": "lora_te"},
+               text_encoder_layers={"clip_h": 23})
 SDXL = Family("sdxl", "sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora", "eps", 1024, "comfy",
               {"clip_l": "lora_te1", "clip_g": "lora_te2"})
 SD3 = Family("sd3", "sd3", "stable-diffusion-3-medium/lora", "flow", 1024, "comfy",

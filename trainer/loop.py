@@ -59,8 +59,10 @@ class Trainer:
     """Holds one run's pieces so the loop below reads as the maths it does."""
 
     def __init__(self, model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, observer: TrainingObserver,
-                 state_dir: pathlib.Path, resume_from: pathlib.Path | None = None) -> None:
+                 state_dir: pathlib.Path, resume_from: pathlib.Path | None = None,
+                 initial_lora: TrainedLora | None = None) -> None:
         self.model, self.clip, self.vae = model, clip, vae
+        self.initial_lora = initial_lora
         self.dataset, self.settings, self.observer = dataset, settings, observer
         self.state_dir = state_dir
         self.family: Family = detect_family(model)
@@ -70,6 +72,8 @@ class Trainer:
             self.resume = load_run_state(resume_from) if resume_from else None
         if self.resume:
             self._check_resumable(self.resume)
+        if initial_lora is not None:
+            self._check_continuable(initial_lora)
 
     # ------------------------------------------------------------------ setup
 
@@ -82,6 +86,24 @@ class Trainer:
         if state.dataset_fingerprint != dataset_fingerprint(self.dataset):
             raise SettingsError("resume_from: the dataset changed since the run was saved (images or captions differ); "
                                 "continue with the same dataset, or clear resume_from.")
+
+    def _check_continuable(self, lora: TrainedLora) -> None:
+        s = self.settings
+        if lora.family != self.family.name:
+            raise SettingsError(f"initial_lora was trained for {lora.family}, but the connected model is {self.family.name}.")
+        if (lora.network, lora.rank) != (s.network, s.rank) or (s.trains_convs and lora.conv_rank not in (None, s.conv_rank)):
+            raise SettingsError(f"initial_lora is a {lora.network} of rank {lora.rank}"
+                                + (f" (conv rank {lora.conv_rank})" if lora.conv_rank else "")
+                                + f"; set network {lora.network} and rank {lora.rank} to continue training it.")
+
+    def _start_from_initial_lora(self) -> None:
+        """Continue an existing LoRA: its weights replace the fresh initialisation."""
+        weights = self.initial_lora.weights()
+        for adapters in (self.unet_adapters, self.text_adapters):
+            if adapters:
+                missing = adapters.load_kohya_state_dict(weights)
+                if missing:
+                    log.warning("initial_lora has no weights for %d layers (e.g. %s); they start fresh.", len(missing), missing[0])
 
     def _build_adapters(self) -> tuple[AdapterSet | None, AdapterSet | None]:
         # peft draws initial weights from torch's global generator: seed a private fork of it.
@@ -101,7 +123,7 @@ class Trainer:
         text = None
         if s.trains_text_encoder:
             encoder = self.clip_for_training.cond_stage_model
-            targets = text_encoder_targets(encoder, self.family.text_encoder_prefixes)
+            targets = text_encoder_targets(encoder, self.family.text_encoder_prefixes, self.family.text_encoder_layers)
             names = {t.path: text_encoder_name(t.path, self.family) for t in targets}
             text = create_adapters(targets, names, encoder, s.network, s.rank, s.network_alpha, s.conv_rank, s.network_conv_alpha)
         for adapters in (unet, text):
@@ -116,6 +138,8 @@ class Trainer:
             self.unet_patcher = session.isolated_clone(self.model)
             self.clip_for_training = self.clip.clone() if self.settings.trains_text_encoder else self.clip
             self.unet_adapters, self.text_adapters = self._build_adapters()
+            if self.initial_lora is not None and self.resume is None:
+                self._start_from_initial_lora()
             session.inject(self.unet_patcher, session.PartInjection(
                 self.unet_patcher.model.diffusion_model, self.unet_adapters,
                 session.checkpoint_blocks(self.unet_patcher.model.diffusion_model) if self.settings.gradient_checkpointing else [],
@@ -386,6 +410,7 @@ class Trainer:
 
 
 def train_lora(model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, observer: TrainingObserver,
-               state_dir: pathlib.Path, resume_from: pathlib.Path | None = None) -> TrainingOutcome:
-    """Train a LoRA on the graph's MODEL/CLIP/VAE; they are left exactly as they were."""
-    return Trainer(model, clip, vae, dataset, settings, observer, state_dir, resume_from).run()
+               state_dir: pathlib.Path, resume_from: pathlib.Path | None = None,
+               initial_lora: TrainedLora | None = None) -> TrainingOutcome:
+    """Train a LoRA on the graph's MODEL/CLIP/VAE (from scratch, or continuing `initial_lora`); they are left as they were."""
+    return Trainer(model, clip, vae, dataset, settings, observer, state_dir, resume_from, initial_lora).run()

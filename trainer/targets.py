@@ -54,11 +54,17 @@ def unet_targets(diffusion_model: torch.nn.Module, include_convs: bool) -> list[
     return sorted(targets.values(), key=lambda target: target.path)
 
 
-def text_encoder_targets(cond_stage_model: torch.nn.Module, encoders: dict[str, str]) -> list[Target]:
-    """Attention and MLP linears of every CLIP layer of the named encoders (e.g. clip_l, clip_g)."""
+def text_encoder_targets(cond_stage_model: torch.nn.Module, encoders: dict[str, str],
+                         layer_limits: dict[str, int] | None = None) -> list[Target]:
+    """Attention and MLP linears of the CLIP layers of the named encoders (e.g. clip_l, clip_g).
+
+    `layer_limits` caps an encoder's layer count where kohya's text encoder is shorter than ComfyUI's.
+    """
+    limits = layer_limits or {}
     targets = []
     for path, module in cond_stage_model.named_modules():
         match = TEXT_ENCODER_LAYER.match(path)
-        if match and match["encoder"] in encoders and isinstance(module, torch.nn.Linear):
+        if (match and match["encoder"] in encoders and isinstance(module, torch.nn.Linear)
+                and int(match["index"]) < limits.get(match["encoder"], 10**6)):
             targets.append(Target(path, module, False))
     return targets
