@@ -66,8 +66,8 @@ def unet_config(
 ) -> dict[str, Any]:
     """A UNet config in the per-block form ComfyUI's model detection produces from a checkpoint."""
     depth_in = [depth for depth, blocks in zip(transformer_depth, num_res_blocks) for _ in range(blocks)]
-    # Output blocks run from the deepest level up, as ComfyUI's detection lists them.
-    depth_out = [depth for depth, blocks in reversed(list(zip(transformer_depth, num_res_blocks))) for _ in range(blocks + 1)]
+    # UNetModel pops output-block depths from the end, so the list runs shallowest level first, as detection gives it.
+    depth_out = [depth for depth, blocks in zip(transformer_depth, num_res_blocks) for _ in range(blocks + 1)]
     if middle_depth is None:
         middle_depth = transformer_depth[-1] if transformer_depth[-1] > 0 else -1
     config = {
