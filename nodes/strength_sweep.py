@@ -1,11 +1,23 @@
 """Strength Sweep: a labelled grid of LoRA strength x epoch x seed, sampled as LoraLoader would."""
 from __future__ import annotations
 
+import comfy.utils
+
+from ..trainer.grid_image import grid_metadata, render_grid
+from ..trainer.image_files import png_info, save_output_png, to_pil
+from ..trainer.sampling import SamplingSettings, sweep_images
+from ..trainer.sweep import plan_sweep
 from .types import CATEGORY, LORA
+
+FILENAME_PREFIX = "loralab/sweeps/sweep"
+PREVIEW_SIZE = 512
 
 
 class StrengthSweep:
-    DESCRIPTION = "Renders the trained LoRA at several strengths, epochs and seeds so the best one is visible at once."
+    DESCRIPTION = ("Renders the trained LoRA at several strengths, epochs and seeds so the best one is visible at once. "
+                   "Each cell is what LoraLoader at that strength + KSampler gives (strength 0 = the model without the "
+                   "LoRA). Outputs the labelled grid (also saved to the output folder) and the cells as a batch, "
+                   "left to right, top to bottom.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "IMAGE")
     RETURN_NAMES = ("grid", "images")
@@ -34,8 +46,25 @@ class StrengthSweep:
                 "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1}),
                 "sampler_name": (comfy.samplers.KSampler.SAMPLERS,),
                 "scheduler": (comfy.samplers.KSampler.SCHEDULERS,),
-            }
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
-    def sweep(self, **inputs):
-        raise NotImplementedError("LoraLabStrengthSweep is not implemented yet")
+    def sweep(self, model, clip, vae, lora, prompts: str, negative: str, strengths: str, seeds: str, epochs: str,
+              clip_strength_ratio: float, width: int, height: int, steps: int, cfg: float, sampler_name: str,
+              scheduler: str, prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id: str | None = None):
+        plan = plan_sweep(prompts, seeds, epochs, strengths, lora.epochs, lora.recommended_epoch)
+        settings = SamplingSettings(width, height, steps, cfg, sampler_name, scheduler)
+        progress = comfy.utils.ProgressBar(1, node_id=unique_id)
+
+        def on_progress(done: int, total: int, finished) -> None:
+            preview = None if finished is None else ("PNG", to_pil(finished), PREVIEW_SIZE)
+            progress.update_absolute(done, total, preview)
+
+        images = sweep_images(model, clip, vae, lora, plan, negative, clip_strength_ratio, settings, on_progress)
+        grid, layout = render_grid(plan, images)
+        details = {**grid_metadata(plan, layout), "negative": negative, "clip_strength_ratio": clip_strength_ratio,
+                   "sampler": vars(settings)}
+        entry = save_output_png(to_pil(grid[0]), FILENAME_PREFIX, png_info(prompt, extra_pnginfo, {"loralab_sweep": details}))
+        text = f"{plan.describe()}; recommended epoch: {lora.recommended_epoch} ({lora.recommendation})"
+        return {"ui": {"images": [entry], "text": [text]}, "result": (grid, images)}
