@@ -66,5 +66,7 @@ class StrengthSweep:
         details = {**grid_metadata(plan, layout), "negative": negative, "clip_strength_ratio": clip_strength_ratio,
                    "sampler": vars(settings)}
         entry = save_output_png(to_pil(grid[0]), FILENAME_PREFIX, png_info(prompt, extra_pnginfo, {"loralab_sweep": details}))
-        text = f"{plan.describe()}; recommended epoch: {lora.recommended_epoch} ({lora.recommendation})"
+        text = plan.describe()
+        if lora.recommended_epoch is not None:
+            text += f"; recommended epoch: {lora.recommended_epoch} ({lora.recommendation})"
         return {"ui": {"images": [entry], "text": [text]}, "result": (grid, images)}
