@@ -187,8 +187,8 @@ def four_times_vae():
 
 def test_latent_size_follows_the_vae_not_an_assumed_8x(sd15, trained, comfy_dirs):
     bundle = models.ModelBundle("sd15", sd15.model, sd15.clip, four_times_vae())
-    grid, images = run_sweep(bundle, trained, strengths="0, 1", seeds="1", epochs="final", width=64, height=48)
-    assert images.shape == (2, 48, 64, 3)
+    images = run_sweep(bundle, trained, strengths="0, 1", seeds="1", epochs="final", width=64, height=96)[1]
+    assert images.shape == (2, 96, 64, 3)
 
 
 def test_a_lora_for_another_model_is_refused(trained, comfy_dirs):

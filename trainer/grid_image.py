@@ -67,8 +67,7 @@ def draw_labels(plan: SweepPlan, cell_width: int, cell_height: int) -> tuple[Ima
     strengths, epochs, seeds, prompts = len(plan.strengths), len(plan.epochs), len(plan.seeds), len(plan.prompts)
 
     row_titles = [epoch_label(epoch) for epoch in plan.epochs] + ["strength"]
-    left = max(font.getlength(text) for text in row_titles) + 2 * pad
-    left = int(left)
+    left = int(max(font.getlength(text) for text in row_titles)) + 2 * pad
     content_width = plan.columns * cell_width + (seeds - 1) * gap
     wrapped = [_wrap(f"prompt: {prompt}", font, content_width + left - 2 * pad) for prompt in plan.prompts]
     band = max(len(lines) for lines in wrapped) * line + pad

@@ -130,9 +130,8 @@ def sweep_images(model, clip, vae, lora, plan: SweepPlan, negative: str, clip_st
                 continue
             positive = encoded(patched_clip, group_key, cell.prompt)
             negative_conditioning = encoded(patched_clip, group_key, negative)
-            offset = done
             image = render_image(patched_model, vae, positive, negative_conditioning, cell.seed, settings,
-                                 lambda step: on_progress(offset + step, total, None))
+                                 lambda step, offset=done: on_progress(offset + step, total, None))
             done += settings.steps
             images[cell.index] = image[0]
             if cell.uses_base_model:
