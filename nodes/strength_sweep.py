@@ -1,11 +1,23 @@
 """Strength Sweep: a labelled grid of LoRA strength x epoch x seed, sampled as LoraLoader would."""
 from __future__ import annotations
 
+import comfy.utils
+
+from ..trainer.grid_image import grid_metadata, render_grid
+from ..trainer.image_files import png_info, save_output_png, to_pil
+from ..trainer.sampling import SamplingSettings, sweep_images
+from ..trainer.sweep import plan_sweep
 from .types import CATEGORY, LORA
+
+FILENAME_PREFIX = "loralab/sweeps/sweep"
+PREVIEW_SIZE = 512
 
 
 class StrengthSweep:
-    DESCRIPTION = "Renders the trained LoRA at several strengths, epochs and seeds so the best one is visible at once."
+    DESCRIPTION = ("Renders the trained LoRA at several strengths, epochs and seeds so the best one is visible at once. "
+                   "Each cell is what LoraLoader at that strength + KSampler gives (strength 0 = the model without the "
+                   "LoRA). Outputs the labelled grid (also saved to the output folder) and the cells as a batch, "
+                   "left to right, top to bottom.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "IMAGE")
     RETURN_NAMES = ("grid", "images")
@@ -22,20 +34,44 @@ class StrengthSweep:
                 "clip": ("CLIP",),
                 "vae": ("VAE",),
                 "lora": (LORA,),
-                "prompts": ("STRING", {"multiline": True, "default": "a photo of sks"}),
+                "prompts": ("STRING", {"multiline": True, "default": "a photo of sks",
+                                       "tooltip": "One prompt per line; each line is a block of rows in the grid"}),
                 "negative": ("STRING", {"multiline": True, "default": ""}),
-                "strengths": ("STRING", {"default": "0, 0.25, 0.5, 0.75, 1.0"}),
-                "seeds": ("STRING", {"default": "1, 2"}),
-                "epochs": ("STRING", {"default": "final"}),
-                "clip_strength_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05}),
+                "strengths": ("STRING", {"default": "0, 0.25, 0.5, 0.75, 1.0",
+                                         "tooltip": "LoRA strengths across the grid: a list, or a range start:stop:step "
+                                                    "such as 0:1:0.1 (0 = the model without the LoRA)"}),
+                "seeds": ("STRING", {"default": "1, 2", "tooltip": "One block of columns per seed: a list, or a range such as 1:4"}),
+                "epochs": ("STRING", {"default": "final", "tooltip": "Rows: final, all, best (the recommended epoch) or "
+                                                                 "epoch numbers such as 4, 8, 10"}),
+                "clip_strength_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                                                   "tooltip": "LoraLoader's strength_clip as a fraction of the strength"}),
                 "width": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 8}),
                 "height": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 8}),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 200}),
                 "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1}),
                 "sampler_name": (comfy.samplers.KSampler.SAMPLERS,),
                 "scheduler": (comfy.samplers.KSampler.SCHEDULERS,),
-            }
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
-    def sweep(self, **inputs):
-        raise NotImplementedError("LoraLabStrengthSweep is not implemented yet")
+    def sweep(self, model, clip, vae, lora, prompts: str, negative: str, strengths: str, seeds: str, epochs: str,
+              clip_strength_ratio: float, width: int, height: int, steps: int, cfg: float, sampler_name: str,
+              scheduler: str, prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id: str | None = None):
+        plan = plan_sweep(prompts, seeds, epochs, strengths, lora.epochs, lora.recommended_epoch)
+        settings = SamplingSettings(width, height, steps, cfg, sampler_name, scheduler)
+        progress = comfy.utils.ProgressBar(1, node_id=unique_id)
+
+        def on_progress(done: int, total: int, finished) -> None:
+            preview = None if finished is None else ("PNG", to_pil(finished), PREVIEW_SIZE)
+            progress.update_absolute(done, total, preview)
+
+        images = sweep_images(model, clip, vae, lora, plan, negative, clip_strength_ratio, settings, on_progress)
+        grid, layout = render_grid(plan, images)
+        details = {**grid_metadata(plan, layout), "negative": negative, "clip_strength_ratio": clip_strength_ratio,
+                   "sampler": vars(settings)}
+        entry = save_output_png(to_pil(grid[0]), FILENAME_PREFIX, png_info(prompt, extra_pnginfo, {"loralab_sweep": details}))
+        text = plan.describe()
+        if lora.recommended_epoch is not None:
+            text += f"; recommended epoch: {lora.recommended_epoch} ({lora.recommendation})"
+        return {"ui": {"images": [entry], "text": [text]}, "result": (grid, images)}

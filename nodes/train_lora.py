@@ -6,17 +6,24 @@ import time
 
 import comfy.model_management as mm
 import comfy.sd
+import comfy.utils
 import folder_paths
 
+from ..trainer.data import to_pixels
 from ..trainer.errors import SettingsError
+from ..trainer.families import detect_family
+from ..trainer.image_files import to_pil
 from ..trainer.loop import TrainingCancelled, train_lora
+from ..trainer.loss_chart import render_loss_chart
 from ..trainer.settings import TrainingSettings
 from ..trainer.summary import loss_summary
+from ..trainer.training_samples import EpochSampler, parse_sample_prompts, sample_defaults
 from .comfy_progress import ComfyObserver, log
 from .types import CATEGORY, DATASET, LORA
 
 NETWORKS = ["LoRA", "LoCon", "LoHa", "LoKr"]
 OPTIMIZERS = ["AdamW", "AdamW8bit", "Lion", "Prodigy", "Adafactor", "SGD"]
+SAMPLE_PREVIEW_SIZE = 512
 SCHEDULERS = ["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 
 
@@ -24,8 +31,8 @@ class TrainLoRA:
     DESCRIPTION = ("Trains a LoRA on the connected model without loading it twice. Outputs the model and CLIP with the "
                    "LoRA applied (feed a KSampler directly) and the LoRA itself for Save LoRA and Strength Sweep.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("MODEL", "CLIP", LORA, "STRING")
-    RETURN_NAMES = ("model", "clip", "lora", "loss_summary")
+    RETURN_TYPES = ("MODEL", "CLIP", LORA, "STRING", "IMAGE")
+    RETURN_NAMES = ("model", "clip", "lora", "loss_summary", "loss_graph")
     FUNCTION = "train"
     OUTPUT_NODE = True
 
@@ -66,25 +73,62 @@ class TrainLoRA:
             "optional": {
                 "resume_from": ("STRING", {"default": "", "tooltip": "A training-state folder from a cancelled run, to continue it"}),
                 "initial_lora": (LORA, {"tooltip": "Continue training an existing LoRA (from Load LoRA or an earlier run)"}),
+                "sample_prompts": ("STRING", {"multiline": True, "default": "", "tooltip": (
+                    "One prompt per line, rendered with the LoRA after every sample_every_n_epochs epochs (training "
+                    "resolution and seed, 20 euler steps); kohya options --n --w --h --d --l --s override them")}),
+                "sample_every_n_epochs": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": "0 = no samples"}),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
-    def train(self, model, clip, vae, dataset, resume_from: str = "", initial_lora=None, unique_id: str | None = None, **inputs):
+    def train(self, model, clip, vae, dataset, resume_from: str = "", initial_lora=None, sample_prompts: str = "",
+              sample_every_n_epochs: int = 0, unique_id: str | None = None, prompt: dict | None = None,
+              extra_pnginfo: dict | None = None, **inputs):
         settings = TrainingSettings.from_inputs(inputs)
         resume = resolve_state_dir(resume_from) if resume_from.strip() else None
         state_dir = resume or new_state_dir(settings.seed)
+        observer = ComfyObserver(unique_id)
+        sampler = None
+        if sample_prompts.strip() and sample_every_n_epochs > 0:
+            sampler = epoch_sampler(model, clip, vae, settings, sample_prompts, sample_every_n_epochs, state_dir, observer,
+                                    prompt, extra_pnginfo)
         try:
-            outcome = train_lora(model, clip, vae, dataset, settings, ComfyObserver(unique_id), state_dir, resume, initial_lora)
+            outcome = train_lora(model, clip, vae, dataset, settings, observer, state_dir, resume, initial_lora,
+                                 on_epoch_weights=sampler)
         except TrainingCancelled as cancelled:
             log.warning("Training cancelled. To continue it, set resume_from to: %s", cancelled.state_dir)
             mm.throw_exception_if_processing_interrupted()
             raise
+        except mm.InterruptProcessingException:
+            log.warning("Training cancelled while rendering samples. To continue it, set resume_from to: %s", state_dir)
+            raise
         lora = outcome.lora
+        if sampler is not None:
+            lora.samples = dict(sampler.samples)
         # Apply the final adapter exactly as LoraLoader would, so a KSampler downstream sees what the file gives.
         model_out, clip_out = comfy.sd.load_lora_for_models(model, clip, lora.weights(), 1.0, 1.0)
         summary = loss_summary(lora, outcome.warning)
-        return {"ui": {"text": [summary]}, "result": (model_out, clip_out, lora, summary)}
+        loss_graph = to_pixels(render_loss_chart(lora))
+        ui = {"text": [summary]}
+        if sampler is not None and sampler.files:
+            ui["images"] = sampler.files
+        return {"ui": ui, "result": (model_out, clip_out, lora, summary, loss_graph)}
+
+
+def epoch_sampler(model, clip, vae, settings: TrainingSettings, sample_prompts: str, every_n_epochs: int,
+                  state_dir: pathlib.Path, observer: ComfyObserver, prompt: dict | None, extra_pnginfo: dict | None) -> EpochSampler:
+    """The training hook that renders `sample_prompts`, saves them under output/loralab/samples/<run> and previews them."""
+    family = detect_family(model)
+    prompts = parse_sample_prompts(sample_prompts, sample_defaults(settings.resolution or family.native_resolution,
+                                                                   settings.seed, family.prediction_type))
+
+    def show(epoch: int, index: int, image) -> None:
+        observer.on_stage(f"epoch {epoch}: sample {index + 1}/{len(prompts)} rendered")
+        bar = observer.progress_bar or comfy.utils.ProgressBar(1, node_id=observer.node_id)
+        bar.update_absolute(bar.current, bar.total, ("PNG", to_pil(image), SAMPLE_PREVIEW_SIZE))
+
+    return EpochSampler(model, clip, vae, prompts, every_n_epochs, f"loralab/samples/{state_dir.name}", show,
+                        prompt, extra_pnginfo)
 
 
 def new_state_dir(seed: int) -> pathlib.Path:

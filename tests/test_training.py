@@ -103,7 +103,7 @@ def test_each_sample_carries_its_own_caption_in_one_forward_per_micro_batch(sd15
 def test_graph_model_is_identical_after_training_through_the_node(sd15, tmp_path, comfy_dirs):
     reference, conditioning = sample_image(sd15), runtime.run_node("CLIPTextEncode", clip=sd15.clip, text="sks, a red circle")[0][0][0]
     dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
-    model_out, clip_out, lora, summary = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=2, unet_lr=1e-2,
+    model_out, clip_out, lora, summary, _ = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=2, unet_lr=1e-2,
                                                                                           text_encoder_lr=1e-3))
     assert_untouched(sd15, reference, conditioning)
     trained = models.ModelBundle("sd15", model_out, clip_out, sd15.vae)

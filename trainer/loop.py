@@ -9,6 +9,7 @@ import pathlib
 import random
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import comfy.model_management as mm
 import torch
@@ -29,6 +30,8 @@ from .trained_lora import EpochWeights, TrainedLora
 
 log = logging.getLogger(__name__)
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# Called after each epoch with its kohya weights (e.g. to render samples); may load other models.
+EpochWeightsHook = Callable[[int, dict[str, torch.Tensor]], None]
 
 
 @dataclass
@@ -60,9 +63,10 @@ class Trainer:
 
     def __init__(self, model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, observer: TrainingObserver,
                  state_dir: pathlib.Path, resume_from: pathlib.Path | None = None,
-                 initial_lora: TrainedLora | None = None) -> None:
+                 initial_lora: TrainedLora | None = None, on_epoch_weights: EpochWeightsHook | None = None) -> None:
         self.model, self.clip, self.vae = model, clip, vae
         self.initial_lora = initial_lora
+        self.on_epoch_weights = on_epoch_weights
         self.dataset, self.settings, self.observer = dataset, settings, observer
         self.state_dir = state_dir
         self.family: Family = detect_family(model)
@@ -182,8 +186,7 @@ class Trainer:
             for sample in cached:
                 sample.conds = self._conds_for(sample, sample.image.caption)
 
-        patchers = [self.unet_patcher] + ([self.clip_for_training.patcher] if self.text_adapters else [])
-        mm.load_models_gpu(patchers, force_full_load=True)
+        mm.load_models_gpu(self._training_patchers(), force_full_load=True)
         self.model_sampling = self.unet_patcher.get_model_object("model_sampling")
         self.prediction = objectives.prediction_type(self.model_sampling)
 
@@ -346,11 +349,30 @@ class Trainer:
         if validation is not None:
             state.validation_history.append([epoch, validation])
         keep = epoch == s.epochs or (s.save_every_n_epochs > 0 and epoch % s.save_every_n_epochs == 0)
+        weights = self._kohya_weights() if keep or self.on_epoch_weights else None
         if keep:
-            state.epochs[epoch] = EpochWeights(epoch, state.position.optimizer_step, self._kohya_weights(), train_loss, validation)
+            state.epochs[epoch] = EpochWeights(epoch, state.position.optimizer_step, weights, train_loss, validation)
         state.position = RunPosition(epoch + 1, 0, state.position.optimizer_step)
         self._save_state(state)
         self.observer.on_epoch(EpochReport(epoch, s.epochs, train_loss, validation))
+        if self.on_epoch_weights:
+            self._hand_over_epoch(epoch, weights)
+
+    def _training_patchers(self) -> list:
+        return [self.unet_patcher] + ([self.clip_for_training.patcher] if self.text_adapters else [])
+
+    def _hand_over_epoch(self, epoch: int, weights: dict[str, torch.Tensor]) -> None:
+        """Run the epoch hook on the graph's own models, then continue training exactly where it was.
+
+        The adapters leave the module tree first, so LoraLoader's key mapping sees the original layers;
+        the hook's patched clones of the same model make ComfyUI unload ours, so they are loaded
+        (and the adapters injected) again afterwards. Adapters and optimizer state are untouched.
+        """
+        patchers = self._training_patchers()
+        for patcher in patchers:
+            patcher.eject_model()
+        self.on_epoch_weights(epoch, weights)
+        mm.load_models_gpu(patchers, force_full_load=True)
 
     def _kohya_weights(self) -> dict[str, torch.Tensor]:
         weights = {}
@@ -411,6 +433,7 @@ class Trainer:
 
 def train_lora(model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, observer: TrainingObserver,
                state_dir: pathlib.Path, resume_from: pathlib.Path | None = None,
-               initial_lora: TrainedLora | None = None) -> TrainingOutcome:
+               initial_lora: TrainedLora | None = None,
+               on_epoch_weights: EpochWeightsHook | None = None) -> TrainingOutcome:
     """Train a LoRA on the graph's MODEL/CLIP/VAE (from scratch, or continuing `initial_lora`); they are left as they were."""
-    return Trainer(model, clip, vae, dataset, settings, observer, state_dir, resume_from, initial_lora).run()
+    return Trainer(model, clip, vae, dataset, settings, observer, state_dir, resume_from, initial_lora, on_epoch_weights).run()
