@@ -60,7 +60,7 @@ def test_validation_loss_falls_clearly(mirrored_dataset, tmp_path, family, netwo
     lora = loop.train_lora(bundle.model, bundle.clip, bundle.vae, mirrored_dataset, settings, SilentObserver(), tmp_path / "state").lora
     validation = [loss for _, loss in lora.validation_history]
     assert len(validation) == 4
-    assert validation[-1] < validation[0] * 0.95, validation  # a clear fall: fixed-noise loss varies < 0.5% by chance
+    assert validation[-1] < validation[0] * 0.95, validation  # a clear fall, at fixed noise and timesteps
     assert validation[-1] < min(validation[:2]), validation  # and a trend, not one lucky epoch
     assert sorted(lora.epochs) == [1, 2, 3, 4]
     assert lora.recommended_epoch == min(lora.validation_history, key=lambda item: item[1])[0]
