@@ -24,7 +24,12 @@ function drawChart(chart) {
   const W = canvas.width, H = canvas.height, pad = 24;
   g.clearRect(0, 0, W, H);
   g.fillStyle = "#1b1b1b"; g.fillRect(0, 0, W, H);
-  if (!steps.length) return;
+  if (!steps.length) {
+    g.fillStyle = "#888"; g.font = "12px sans-serif"; g.textAlign = "center";
+    g.fillText("training loss appears here once the run starts", W / 2, H / 2);
+    g.textAlign = "start";
+    return;
+  }
   const losses = steps.map((p) => p.loss);
   const validation = epochs.filter((e) => e.validation_loss != null);
   const all = losses.concat(validation.map((e) => e.validation_loss));
@@ -69,11 +74,20 @@ function addTrainingWidgets(node) {
   const status = document.createElement("div");
   status.className = "loralab-status";
   status.textContent = "no training yet";
-  box.append(canvas, status);
-  const widget = node.addDOMWidget("loralab_chart", "loralab_chart", box, { serialize: false, getMinHeight: () => 170 });
+  const summary = document.createElement("pre");
+  summary.className = "loralab-summary";
+  summary.style.cssText = "margin:0;max-height:90px;overflow:auto;white-space:pre-wrap;font:11px monospace;color:#aaa";
+  box.append(canvas, status, summary);
+  const widget = node.addDOMWidget("loralab_chart", "loralab_chart", box, { serialize: false, getMinHeight: () => 190 });
   widget.serialize = false;
   const chart = { canvas, status, steps: [], epochs: [], totalSteps: 0, startedAt: Date.now() };
   charts.set(String(node.id), chart);
+  drawChart(chart);
+  const onExecuted = node.onExecuted;
+  node.onExecuted = function (output) {
+    onExecuted?.apply(this, arguments);
+    summary.textContent = (output?.text ?? []).join("\n"); // the loss summary: final loss, recommended epoch
+  };
   const onRemoved = node.onRemoved;
   node.onRemoved = function () {
     charts.delete(String(this.id));

@@ -1,0 +1,4 @@
+"""`python -m loralab_cli ...`"""
+from .main import main
+
+raise SystemExit(main())
