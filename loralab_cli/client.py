@@ -57,11 +57,20 @@ class ComfyClient:
         return infos
 
     def queue(self, workflow: Workflow, client_id: str) -> str:
-        """Queue a workflow; a workflow ComfyUI refuses raises CliError with its reasons per node."""
+        """Queue a workflow; one ComfyUI refuses, wholly or in part, raises CliError with its reasons per node.
+
+        ComfyUI queues a workflow whose output nodes are only partly valid and skips the invalid ones; a run
+        missing its training or saving is not what was asked for, so such a prompt is withdrawn at once.
+        """
         try:
             answer = self._request("/prompt", {"prompt": workflow, "client_id": client_id})
         except ServerRefused as refused:
-            raise CliError(rejection_message(refused.body, workflow)) from None
+            raise CliError(rejection_message(_json_or_text(refused.body), workflow)) from None
+        if answer.get("node_errors"):
+            self.cancel_queued([answer["prompt_id"]])
+            self.interrupt(answer["prompt_id"])
+            raise CliError(rejection_message({"error": {"message": "some nodes failed validation"},
+                                              "node_errors": answer["node_errors"]}, workflow))
         return answer["prompt_id"]
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
@@ -87,12 +96,17 @@ class ComfyClient:
         return f"{self.base}/view?{query}"
 
 
-def rejection_message(body: bytes, workflow: Workflow) -> str:
-    """ComfyUI's 400 answer to POST /prompt, as one line per problem and node."""
+def _json_or_text(body: bytes) -> Any:
     try:
-        answer = json.loads(body)
+        return json.loads(body)
     except json.JSONDecodeError:
-        return f"ComfyUI refused the workflow: {body.decode(errors='replace')[:500]}"
+        return body.decode(errors="replace")[:500]
+
+
+def rejection_message(answer: Any, workflow: Workflow) -> str:
+    """ComfyUI's answer to a refused POST /prompt, as one line per problem and node."""
+    if not isinstance(answer, dict):
+        return f"ComfyUI refused the workflow: {answer}"
     error = answer.get("error") or {}
     lines = [f"ComfyUI refused the workflow: {_error_text(error) if isinstance(error, dict) else error}"]
     for node_id, problem in (answer.get("node_errors") or {}).items():
