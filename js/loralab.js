@@ -5,7 +5,6 @@ import { api } from "../../scripts/api.js";
 const TRAIN_NODE = "LoraLabTrainLoRA";
 const DATASET_NODE = "LoraLabLoadDataset";
 const COST_SETTING = "LoraLab.GpuHourPrice";
-const charts = new Map(); // node id -> chart state
 
 function formatDuration(seconds) {
   const s = Math.max(0, Math.round(seconds));
@@ -58,7 +57,7 @@ function drawChart(chart) {
 function describeRun(chart) {
   const last = chart.steps[chart.steps.length - 1];
   if (!last) return "waiting for the first step…";
-  const price = Number(app.ui.settings.getSettingValue(COST_SETTING, 0)) || 0;
+  const price = Number(app.extensionManager?.setting?.get(COST_SETTING) ?? 0) || 0;
   const elapsed = (Date.now() - chart.startedAt) / 1000;
   const totalSeconds = elapsed + last.eta_s;
   const cost = price > 0 ? `  ·  est. cost ${(price * totalSeconds / 3600).toFixed(2)}` : "";
@@ -80,19 +79,20 @@ function addTrainingWidgets(node) {
   box.append(canvas, status, summary);
   const widget = node.addDOMWidget("loralab_chart", "loralab_chart", box, { serialize: false, getMinHeight: () => 190 });
   widget.serialize = false;
+  // Kept on the node, not keyed by its id: a node gets its saved id only after nodeCreated, when a workflow loads.
   const chart = { canvas, status, steps: [], epochs: [], totalSteps: 0, startedAt: Date.now() };
-  charts.set(String(node.id), chart);
+  node.loralabChart = chart;
   drawChart(chart);
   const onExecuted = node.onExecuted;
   node.onExecuted = function (output) {
     onExecuted?.apply(this, arguments);
     summary.textContent = (output?.text ?? []).join("\n"); // the loss summary: final loss, recommended epoch
   };
-  const onRemoved = node.onRemoved;
-  node.onRemoved = function () {
-    charts.delete(String(this.id));
-    return onRemoved?.apply(this, arguments);
-  };
+}
+
+function chartOf(nodeId) {
+  const node = app.graph?.getNodeById(nodeId) ?? app.graph?.getNodeById(Number(nodeId));
+  return node?.comfyClass === TRAIN_NODE ? node.loralabChart : undefined;
 }
 
 function addReportWidget(node) {
@@ -124,7 +124,7 @@ app.registerExtension({
   },
   async setup() {
     api.addEventListener("loralab.train", ({ detail }) => {
-      const chart = charts.get(String(detail.node));
+      const chart = chartOf(detail.node);
       if (!chart) return;
       if (detail.kind === "step") {
         if (detail.step === 1 || detail.step < (chart.steps.at(-1)?.step ?? 0)) {

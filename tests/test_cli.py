@@ -20,7 +20,7 @@ CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # the name the example asks for,
 TINY = ["Load Dataset.repeats=1", "Auto Caption.max_tags=8", "Train LoRA.epochs=1", "Train LoRA.rank=4",
         "Train LoRA.resolution=64", "Train LoRA.mixed_precision=fp32", "Train LoRA.text_encoder_lr=0",
         "Strength Sweep.width=64", "Strength Sweep.height=64", "Strength Sweep.steps=1",
-        "Strength Sweep.strengths=0, 1", "Strength Sweep.seeds=1", "Strength Sweep.prompts=ohwx, a red circle"]
+        "Strength Sweep.strengths=1", "Strength Sweep.seeds=1", "Strength Sweep.prompts=ohwx, a red circle"]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_one_command_trains_a_lora_per_dataset_and_prints_the_files(server, tmp_
     folders = []
     for name in ("cat", "dog"):
         folder = tmp_path / name
-        make_sample_dataset(folder, count=2, size=64, repeats=1, with_captions=False)
+        make_sample_dataset(folder, count=1, size=64, repeats=1, with_captions=False)
         folders += ["--dataset", str(folder)]
     done = cli(str(PIPELINE), *folders, *with_sets(*TINY), server=server)
     assert done.returncode == 0, done.stdout + done.stderr + server.log_tail()
