@@ -8,6 +8,7 @@ import pathlib
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,14 +98,19 @@ def run_command(args: argparse.Namespace) -> int:
             print(json.dumps(run.workflow, indent=1))
         return 0
     display = ProgressDisplay(sys.stderr, interactive=sys.stderr.isatty())
-    outcomes = execute(client, runs, display)
-    for outcome in outcomes:
+
+    def report(outcome: Outcome) -> None:
+        display.close()
         print(json.dumps(outcome_json(outcome)) if args.json else outcome_text(outcome), flush=True)
+
+    outcomes = execute(client, runs, display, report)
     return 0 if all(outcome.status == "success" for outcome in outcomes) else FAILED_EXIT
 
 
-def execute(client: ComfyClient, runs: list[Run], display: ProgressDisplay) -> list[Outcome]:
-    """Queue every run at once (the server works through them back to back), then follow them to the end."""
+def execute(client: ComfyClient, runs: list[Run], display: ProgressDisplay,
+            report: Callable[[Outcome], None]) -> list[Outcome]:
+    """Queue every run at once (the server works through them back to back), then follow them to the end,
+    reporting each run as it finishes."""
     client_id = uuid.uuid4().hex
     ws = client.connect(client_id)  # before queueing, so no message of ours is missed
     queued: dict[str, Run] = {}
@@ -118,7 +124,7 @@ def execute(client: ComfyClient, runs: list[Run], display: ProgressDisplay) -> l
             cancel(client, list(queued))
             raise
         try:
-            finished = follow(client, ws, queued, display)
+            finished = follow(client, ws, queued, display, report)
         except KeyboardInterrupt:
             display.close()
             cancel(client, list(queued))
@@ -138,8 +144,8 @@ def cancel(client: ComfyClient, prompt_ids: list[str]) -> None:
         client.interrupt(prompt_id)  # ignored by the server unless this prompt is the running one
 
 
-def follow(client: ComfyClient, ws: websocket.WebSocket, queued: dict[str, Run],
-           display: ProgressDisplay) -> dict[str, Outcome]:
+def follow(client: ComfyClient, ws: websocket.WebSocket, queued: dict[str, Run], display: ProgressDisplay,
+           report: Callable[[Outcome], None]) -> dict[str, Outcome]:
     finished: dict[str, Outcome] = {}
     started: dict[str, float] = {}
     ws.settimeout(SILENCE_POLL_S)
@@ -151,6 +157,7 @@ def follow(client: ComfyClient, ws: websocket.WebSocket, queued: dict[str, Run],
                 history = client.history(prompt_id)
                 if history and history.get("status", {}).get("completed") is not None:
                     finished[prompt_id] = outcome_from_history(client, queued[prompt_id], history, started.get(prompt_id))
+                    report(finished[prompt_id])
             continue
         except (websocket.WebSocketException, OSError) as error:
             waiting = ", ".join(set(queued) - set(finished))
@@ -167,9 +174,9 @@ def follow(client: ComfyClient, ws: websocket.WebSocket, queued: dict[str, Run],
         if kind == "execution_start":
             started[prompt_id] = time.monotonic()
         elif kind == "executing" and data.get("node") is None:  # sent after the history entry is written
-            display.close()
             history = wait_for_history(client, prompt_id)
             finished[prompt_id] = outcome_from_history(client, queued[prompt_id], history, started.get(prompt_id))
+            report(finished[prompt_id])
     return finished
 
 

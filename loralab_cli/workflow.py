@@ -98,7 +98,7 @@ class Override:
     value: str
 
     @classmethod
-    def parse(cls, text: str) -> "Override":
+    def parse(cls, text: str) -> Override:
         key, equals, value = text.partition("=")
         node, dot, name = key.rpartition(".")  # titles may contain dots, input names never do
         if not equals or not dot or not node.strip() or not name.strip():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from harness import models
 from harness.browser import Chromium, chromium_path
 from harness.datasets import make_sample_dataset, make_tiny_wd14_tagger

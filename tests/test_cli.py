@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from harness import models
 from harness.datasets import make_sample_dataset, make_tiny_wd14_tagger
 from harness.runtime import REPO_ROOT

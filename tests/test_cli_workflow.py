@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from harness.runtime import REPO_ROOT
 
 from loralab_cli.workflow import CliError, Override, apply_overrides, load_workflow, runs_for_datasets

@@ -8,10 +8,9 @@ import pathlib
 from typing import Any
 
 import pytest
-from PIL import Image
-
 from harness.runtime import REPO_ROOT
 from harness.server import PACK_LINK_NAME, ComfyServer
+from PIL import Image
 
 EXAMPLES = REPO_ROOT / "example_workflows"
 UI_FILES = sorted(EXAMPLES.glob("*.json"))

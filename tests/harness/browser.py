@@ -113,7 +113,7 @@ class Chromium:
         self.process: subprocess.Popen | None = None
         self.port = 0
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         command = [self.executable, *LAUNCH_FLAGS, f"--user-data-dir={self.profile}",
                    f"--window-size={self.size[0]},{self.size[1]}", "about:blank"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
