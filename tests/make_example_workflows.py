@@ -29,7 +29,7 @@ OUT = runtime.REPO_ROOT / "example_workflows"
 APP = "window.comfyAPI.app.app"
 THUMBNAIL_SIDE = 576
 SD15_PROMPTS = "ohwx, 1girl, smiling, outdoors\nohwx, portrait, looking at viewer"
-LAYOUT = {"1": (0, 0), "2": (330, 0), "3": (330, 430), "4": (680, 0), "5": (1030, 0), "6": (1030, 190), "7": (1490, 190)}
+LAYOUT = {"1": (0, 0), "2": (330, 0), "3": (330, 430), "4": (680, 0), "5": (1100, 0), "6": (1100, 190), "7": (1570, 190)}
 NOTE_POS, NOTE_SIZE = (0, 160), (300, 430)
 
 
