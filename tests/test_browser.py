@@ -40,6 +40,7 @@ def server(tmp_path_factory):
         # A first visit opens the template dialog over the canvas; a returning user's settings do not.
         running.post_json("/settings/Comfy.TutorialCompleted", True)
         running.post_json("/settings/Comfy.Minimap.Visible", False)
+        running.post_json("/settings/LoraLab.GpuHourPrice", 2.5)  # the run's cost estimate shows with a price set
         yield running
 
 
@@ -104,6 +105,7 @@ def test_queued_pipeline_draws_the_loss_chart_and_shows_the_sweep(page, server, 
     }})()""")
     assert chart["points"] == str(IMAGES)
     assert f"step {IMAGES}/{IMAGES}" in chart["status"] and "epoch 1/1" in chart["status"]
+    assert "est. cost" in chart["status"]
     assert "recommended epoch" in chart["summary"]
 
     sweep = page.wait_for(f"""(() => {{
@@ -119,7 +121,8 @@ def test_queued_pipeline_draws_the_loss_chart_and_shows_the_sweep(page, server, 
         return rows.map(row => [row.textContent, row.style.color]);
     }})()""")
     assert any("image" in text for text, _ in report)
-    assert all(colour for text, colour in report if text.startswith("WARNING:"))
+    warnings = [colour for text, colour in report if text.startswith("WARNING:")]
+    assert warnings and all(warnings), report  # a one-image dataset is warned about, in colour
 
     page.evaluate(f"""(() => {{
         const app = {APP}, train = app.graph.findNodesByType("LoraLabTrainLoRA")[0];

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from harness import models
@@ -74,6 +76,36 @@ def test_a_failing_node_exits_1_naming_the_node_and_the_error(server, tmp_path):
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["status"] == "error" and outcome["loras"] == []
     assert outcome["error"].startswith("node 2 (Load Dataset): ") and str(missing) in outcome["error"]
+
+
+@pytest.mark.server
+def test_ctrl_c_interrupts_the_running_training_and_exits_130(server, tmp_path):
+    make_sample_dataset(tmp_path / "set", count=1, size=64, repeats=1, with_captions=False)
+    command = [sys.executable, "-m", "loralab_cli", str(PIPELINE), "--server", server.url,
+               "--dataset", str(tmp_path / "set"), *with_sets(*TINY, "Train LoRA.epochs=500")]
+    before = set(server.get_json("/history"))
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in process.stderr:  # without a terminal the bar is printed as lines
+            seen.append(line)
+            if "Train LoRA [" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        rest = process.communicate(timeout=300)[1]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, "".join(seen) + rest
+    assert "cancelled: the queued runs were removed and the running one interrupted" in rest
+    deadline = time.monotonic() + 300  # the interrupt lands at the next training step
+    while not (new := set(server.get_json("/history")) - before) and time.monotonic() < deadline:
+        time.sleep(1)
+    prompt_id = new.pop()
+    history = server.get_json(f"/history/{prompt_id}")[prompt_id]
+    assert history["status"]["status_str"] == "error"
+    assert any(kind == "execution_interrupted" for kind, _ in history["status"]["messages"])
+    assert "To continue it, set resume_from to:" in server.log_tail(20000)
 
 
 @pytest.mark.server
