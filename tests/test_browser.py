@@ -49,8 +49,10 @@ def page(server):
     with Chromium(1600, 1000) as browser:
         tab = browser.page()
         tab.navigate(server.url)
-        tab.wait_for(f"!!({APP.replace('.app.app', '?.app?.app')}?.graph) && "
-                     "!!window.LiteGraph?.registered_node_types?.LoraLabTrainLoRA", 120, "the ComfyUI page with LoRA Lab")
+        # Start-up ends by loading the default graph (after the extensions' setup): loading ours earlier races it.
+        tab.wait_for(f"!!window.LiteGraph?.registered_node_types?.LoraLabTrainLoRA && "
+                     f"{APP.replace('.app.app', '?.app?.app')}?.graph?._nodes?.length > 0", 120,
+                     "the ComfyUI page with LoRA Lab and its default graph")
         yield tab
         ours = [text for text in tab.exceptions + tab.console if "loralab" in text.lower() and "error" in text.lower()]
         assert not ours, f"LoRA Lab's extension raised in the browser: {ours}"
@@ -85,6 +87,7 @@ def test_queued_pipeline_draws_the_loss_chart_and_shows_the_sweep(page, server, 
         const app = {APP}, graph = app.graph, tiny = {json.dumps(TINY)};
         for (const [title, values] of Object.entries(tiny)) {{
             const node = graph._nodes.find(n => n.title === title);
+            if (!node) throw new Error(`no node titled ${{title}}: ${{graph._nodes.map(n => n.title)}}`);
             for (const [name, value] of Object.entries(values)) node.widgets.find(w => w.name === name).value = value;
         }}
         window.__loralabEnd = null;
