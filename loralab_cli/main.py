@@ -25,9 +25,12 @@ FAILED_EXIT = 1
 CANCELLED_EXIT = 130
 
 EPILOG = """\
+Run it from this pack's folder (ComfyUI/custom_nodes/<pack>), with any Python 3.10+ that has websocket-client
+(ComfyUI's own Python has it once the pack's requirements are installed); the server may be another machine.
+
 examples:
-  python -m loralab_cli example_workflows/api/lora_sd15_pipeline.json --dataset ~/datasets/ohwx
-  python -m loralab_cli wf.json --server http://10.0.0.5:8188 --set 4.epochs=8 --set "Train LoRA.rank=16"
+  python -m loralab_cli example_workflows/api/loralab_sd15_pipeline.json --dataset ~/datasets/ohwx
+  python -m loralab_cli wf.json --server http://gpu-box:8188 --set 4.epochs=8 --set "Train LoRA.rank=16"
   python -m loralab_cli wf.json --dataset /data/cat --dataset /data/dog     (two LoRAs, queued back to back)
 
 --set NODE.INPUT=VALUE
