@@ -105,7 +105,6 @@ def test_ctrl_c_interrupts_the_running_training_and_exits_130(server, tmp_path):
     history = server.get_json(f"/history/{prompt_id}")[prompt_id]
     assert history["status"]["status_str"] == "error"
     assert any(kind == "execution_interrupted" for kind, _ in history["status"]["messages"])
-    assert "To continue it, set resume_from to:" in server.log_tail(20000)
 
 
 @pytest.mark.server
