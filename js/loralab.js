@@ -5,7 +5,6 @@ import { api } from "../../scripts/api.js";
 const TRAIN_NODE = "LoraLabTrainLoRA";
 const DATASET_NODE = "LoraLabLoadDataset";
 const COST_SETTING = "LoraLab.GpuHourPrice";
-const charts = new Map(); // node id -> chart state
 
 function formatDuration(seconds) {
   const s = Math.max(0, Math.round(seconds));
@@ -24,7 +23,12 @@ function drawChart(chart) {
   const W = canvas.width, H = canvas.height, pad = 24;
   g.clearRect(0, 0, W, H);
   g.fillStyle = "#1b1b1b"; g.fillRect(0, 0, W, H);
-  if (!steps.length) return;
+  if (!steps.length) {
+    g.fillStyle = "#888"; g.font = "12px sans-serif"; g.textAlign = "center";
+    g.fillText("training loss appears here once the run starts", W / 2, H / 2);
+    g.textAlign = "start";
+    return;
+  }
   const losses = steps.map((p) => p.loss);
   const validation = epochs.filter((e) => e.validation_loss != null);
   const all = losses.concat(validation.map((e) => e.validation_loss));
@@ -53,7 +57,7 @@ function drawChart(chart) {
 function describeRun(chart) {
   const last = chart.steps[chart.steps.length - 1];
   if (!last) return "waiting for the first step…";
-  const price = Number(app.ui.settings.getSettingValue(COST_SETTING, 0)) || 0;
+  const price = Number(app.extensionManager?.setting?.get(COST_SETTING) ?? 0) || 0;
   const elapsed = (Date.now() - chart.startedAt) / 1000;
   const totalSeconds = elapsed + last.eta_s;
   const cost = price > 0 ? `  ·  est. cost ${(price * totalSeconds / 3600).toFixed(2)}` : "";
@@ -69,16 +73,26 @@ function addTrainingWidgets(node) {
   const status = document.createElement("div");
   status.className = "loralab-status";
   status.textContent = "no training yet";
-  box.append(canvas, status);
-  const widget = node.addDOMWidget("loralab_chart", "loralab_chart", box, { serialize: false, getMinHeight: () => 170 });
+  const summary = document.createElement("pre");
+  summary.className = "loralab-summary";
+  summary.style.cssText = "margin:0;max-height:90px;overflow:auto;white-space:pre-wrap;font:11px monospace;color:#aaa";
+  box.append(canvas, status, summary);
+  const widget = node.addDOMWidget("loralab_chart", "loralab_chart", box, { serialize: false, getMinHeight: () => 190 });
   widget.serialize = false;
+  // Kept on the node, not keyed by its id: a node gets its saved id only after nodeCreated, when a workflow loads.
   const chart = { canvas, status, steps: [], epochs: [], totalSteps: 0, startedAt: Date.now() };
-  charts.set(String(node.id), chart);
-  const onRemoved = node.onRemoved;
-  node.onRemoved = function () {
-    charts.delete(String(this.id));
-    return onRemoved?.apply(this, arguments);
+  node.loralabChart = chart;
+  drawChart(chart);
+  const onExecuted = node.onExecuted;
+  node.onExecuted = function (output) {
+    onExecuted?.apply(this, arguments);
+    summary.textContent = (output?.text ?? []).join("\n"); // the loss summary: final loss, recommended epoch
   };
+}
+
+function chartOf(nodeId) {
+  const node = app.graph?.getNodeById(nodeId) ?? app.graph?.getNodeById(Number(nodeId));
+  return node?.comfyClass === TRAIN_NODE ? node.loralabChart : undefined;
 }
 
 function addReportWidget(node) {
@@ -110,7 +124,7 @@ app.registerExtension({
   },
   async setup() {
     api.addEventListener("loralab.train", ({ detail }) => {
-      const chart = charts.get(String(detail.node));
+      const chart = chartOf(detail.node);
       if (!chart) return;
       if (detail.kind === "step") {
         if (detail.step === 1 || detail.step < (chart.steps.at(-1)?.step ?? 0)) {

@@ -1,0 +1,178 @@
+"""Regenerate example_workflows/: the UI files, their API twins and thumbnails, built by the real frontend.
+
+Run after a node's inputs change (tests/test_example_workflows.py and tests/test_browser.py fail until then):
+
+    eval "$(bash scripts/provision.sh | sed 's/^/export /')" && "$PYTHON" tests/make_example_workflows.py
+
+The graphs are written here in API format; a ComfyUI server with this pack and headless Chromium turn each into
+the UI format (loadApiJson, then the layout below), export the API twin with graphToPrompt, and photograph the
+canvas for the template browser's thumbnail. Inputs the server does not declare yet are left out.
+"""
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+import sys
+import tempfile
+from typing import Any
+
+from PIL import Image
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from harness import runtime  # noqa: E402
+from harness.browser import Chromium  # noqa: E402
+from harness.server import ComfyServer  # noqa: E402
+
+OUT = runtime.REPO_ROOT / "example_workflows"
+APP = "window.comfyAPI.app.app"
+THUMBNAIL_SIDE = 576
+SD15_PROMPTS = "ohwx, 1girl, smiling, outdoors\nohwx, portrait, looking at viewer"
+LAYOUT = {"1": (0, 0), "2": (330, 0), "3": (330, 430), "4": (680, 0), "5": (1100, 0), "6": (1100, 190), "7": (1570, 190)}
+NOTE_POS, NOTE_SIZE = (0, 160), (300, 430)
+
+
+def node(class_type: str, title: str, **inputs: Any) -> dict[str, Any]:
+    return {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
+
+
+def pipeline(*, checkpoint: str, captioner: str, size: int, prompts: str, negative: str, steps: int, cfg: float,
+             sampler: str, scheduler: str, text_encoder_lr: float, prefix: str, caption: bool = True,
+             resume_from: str = "") -> dict[str, Any]:
+    """Load Checkpoint -> Load Dataset -> Auto Caption -> Train LoRA -> Save LoRA, Strength Sweep -> Save Image."""
+    train = {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "dataset": ["3", 0] if caption else ["2", 0],
+             "network": "LoRA", "rank": 16, "alpha": 8.0, "conv_rank": 8, "conv_alpha": 4.0, "epochs": 10,
+             "batch_size": 1, "gradient_accumulation": 1, "resolution": 0, "unet_lr": 0.0001,
+             "text_encoder_lr": text_encoder_lr, "optimizer": "AdamW", "lr_scheduler": "cosine", "warmup_steps": 0,
+             "mixed_precision": "bf16", "gradient_checkpointing": True, "seed": 42, "noise_offset": 0.0,
+             "min_snr_gamma": 5.0, "caption_shuffle": True, "keep_tokens": 1, "caption_dropout": 0.0,
+             "flip_augment": False, "save_every_n_epochs": 1, "validation_split": 0.0, "resume_from": resume_from,
+             "sample_prompts": prompts.splitlines()[0], "sample_every_n_epochs": 2}
+    workflow = {
+        "1": node("CheckpointLoaderSimple", "Load Checkpoint", ckpt_name=checkpoint),
+        "2": node("LoraLabLoadDataset", "Load Dataset", path="lora_dataset", repeats=10, caption_extension=".txt",
+                  class_tokens="", regularization_path="", base_resolution=0, model=["1", 0], batch_size=1,
+                  trigger_word="ohwx", epochs=10, clip=["1", 1]),
+        "3": node("LoraLabAutoCaption", "Auto Caption", dataset=["2", 0], captioner=captioner, trigger_word="ohwx",
+                  mode="fill_missing", exclude_tags="", general_threshold=0.35, character_threshold=0.85,
+                  replace_underscores=True, max_tags=40, include_regularization=False),
+        "4": node("LoraLabTrainLoRA", "Train LoRA", **train),
+        "5": node("LoraLabSaveLoRA", "Save LoRA", lora=["4", 2], filename_prefix=prefix, epochs="final", dtype="fp16",
+                  overwrite=False),
+        "6": node("LoraLabStrengthSweep", "Strength Sweep", model=["1", 0], clip=["1", 1], vae=["1", 2], lora=["4", 2],
+                  prompts=prompts, negative=negative, strengths="0, 0.5, 0.75, 1.0", seeds="1, 2", epochs="final",
+                  clip_strength_ratio=1.0, width=size, height=size, steps=steps, cfg=cfg, sampler_name=sampler,
+                  scheduler=scheduler),
+        "7": node("SaveImage", "Save Sweep Grid", images=["6", 0], filename_prefix=prefix + "_sweep"),
+    }
+    if not caption:
+        del workflow["3"]
+    return workflow
+
+
+def headless(name: str, extra: str = "--dataset /path/to/images") -> str:
+    return f"Headless: python -m loralab_cli example_workflows/api/{name}.json {extra}"
+
+
+SD15 = dict(checkpoint="v1-5-pruned-emaonly.safetensors", captioner="wd-vit-tagger-v3", size=512, prompts=SD15_PROMPTS,
+            negative="lowres, blurry, bad anatomy", steps=20, cfg=7.0, sampler="euler_ancestral", scheduler="normal",
+            text_encoder_lr=5e-05, prefix="loralab/ohwx")
+EXAMPLES = {
+    "loralab_sd15_pipeline": (pipeline(**SD15), (
+        "LoRA Lab: train an SD1.5 LoRA\n\n"
+        "1. Put 10-50 images in ComfyUI/input/lora_dataset (or type an absolute path in Load Dataset). "
+        "Captions are same-name .txt files; Auto Caption writes the missing ones, starting with the trigger word.\n"
+        "2. Choose your SD1.5 checkpoint and trigger word (ohwx here, on Load Dataset and Auto Caption).\n"
+        "3. Read Load Dataset's report (warnings in orange), then queue.\n\n"
+        "Train LoRA shows the loss chart, speed, ETA and the run's cost (set your GPU price per hour in Settings, "
+        "LoraLab). Save LoRA writes models/loras/loralab/ohwx.safetensors; Strength Sweep renders strengths x seeds "
+        "so the best strength is visible at once.\n\n" + headless("loralab_sd15_pipeline"))),
+    "loralab_sdxl_pipeline": (pipeline(
+        checkpoint="sd_xl_base_1.0.safetensors", captioner="Florence-2-base", size=1024,
+        prompts="a photo of ohwx smiling outdoors\na portrait of ohwx, studio lighting", negative="blurry, low quality",
+        steps=25, cfg=6.0, sampler="dpmpp_2m", scheduler="karras", text_encoder_lr=0.0, prefix="loralab/ohwx_sdxl"), (
+        "LoRA Lab: train an SDXL LoRA\n\n"
+        "The SD1.5 pipeline with an SDXL checkpoint: resolution 0 trains at SDXL's native 1024 px, Florence-2 writes "
+        "sentence captions, and the text encoders stay frozen (text_encoder_lr 0).\n\n"
+        "Images go in ComfyUI/input/lora_dataset (or an absolute path on Load Dataset). The LoRA is saved as "
+        "models/loras/loralab/ohwx_sdxl.safetensors.\n\n" + headless("loralab_sdxl_pipeline"))),
+    "loralab_resume_training": (pipeline(**SD15, caption=False, resume_from="loralab/training_state/YYYYMMDD-HHMMSS-seed42"), (
+        "LoRA Lab: continue a cancelled run\n\n"
+        "When a training run is cancelled, ComfyUI's console prints 'To continue it, set resume_from to: ...'. "
+        "Put that folder in Train LoRA's resume_from (absolute, or relative to ComfyUI's output folder: "
+        "loralab/training_state/<date>-<time>-seed42).\n\n"
+        "Keep the dataset and every other Train LoRA setting as they were: the ones here match the SD1.5 pipeline "
+        "example. Auto Caption is left out because the first run already wrote the captions.\n\n"
+        + headless("loralab_resume_training", "--set \"Train LoRA.resume_from=loralab/training_state/<folder>\""))),
+}
+
+BUILD_JS = """(async () => {
+  const app = %(app)s;
+  await app.loadApiJson(%(api)s, %(name)s);
+  for (const [id, pos] of Object.entries(%(layout)s)) { const n = app.graph.getNodeById(+id); if (n) n.pos = pos; }
+  const train = app.graph.findNodesByType("LoraLabTrainLoRA")[0];
+  train.widgets.find(w => w.name === "control_after_generate").value = "fixed";  // training must be reproducible
+  const note = LiteGraph.createNode("Note");
+  note.title = "Read me"; note.pos = %(note_pos)s; note.size = %(note_size)s; note.widgets[0].value = %(note)s;
+  app.graph.add(note);
+  return {ui: app.graph.serialize(), api: (await app.graphToPrompt()).output};
+})()"""
+
+FIT_JS = """(() => {
+  const app = %(app)s, nodes = app.graph._nodes, side = %(side)d, left = %(left)d, top = %(top)d;
+  const x0 = Math.min(...nodes.map(n => n.pos[0])) - 20, y0 = Math.min(...nodes.map(n => n.pos[1])) - 50;
+  const x1 = Math.max(...nodes.map(n => n.pos[0] + n.size[0])) + 20;
+  const y1 = Math.max(...nodes.map(n => n.pos[1] + n.size[1])) + 20;
+  const scale = Math.min(side / (x1 - x0), side / (y1 - y0));
+  app.canvas.ds.scale = scale;
+  app.canvas.ds.offset = [left / scale - x0 + (side / scale - (x1 - x0)) / 2,
+                          top / scale - y0 + (side / scale - (y1 - y0)) / 2];
+  app.graph.setDirtyCanvas(true, true);
+  app.canvas.draw(true, true);
+  return true;
+})()"""
+
+
+def declared(object_info: dict[str, Any], class_type: str) -> set[str]:
+    inputs = object_info[class_type]["input"]
+    return set(inputs.get("required", {})) | set(inputs.get("optional", {}))
+
+
+def main() -> None:
+    (OUT / "api").mkdir(parents=True, exist_ok=True)
+    side, left, top = 1150, 425, 150  # a square of canvas clear of the page's menus at 2000 x 1400
+    with tempfile.TemporaryDirectory() as base, ComfyServer(pathlib.Path(base)) as server, Chromium(2000, 1400) as browser:
+        server.post_json("/settings/Comfy.TutorialCompleted", True)
+        server.post_json("/settings/Comfy.Minimap.Visible", False)
+        object_info = server.get_json("/object_info")
+        page = browser.page()
+        page.navigate(server.url)
+        page.wait_for("!!window.comfyAPI?.app?.app?.graph && !!window.LiteGraph?.registered_node_types?.LoraLabTrainLoRA",
+                      120, "the ComfyUI page")
+        for name, (api, note) in EXAMPLES.items():
+            api = {node_id: {**node, "inputs": {key: value for key, value in node["inputs"].items()
+                                                if key in declared(object_info, node["class_type"])}}
+                   for node_id, node in api.items()}
+            built = page.evaluate(BUILD_JS % dict(app=APP, api=json.dumps(api), name=json.dumps(name),
+                                                  layout=json.dumps(LAYOUT), note_pos=json.dumps(NOTE_POS),
+                                                  note_size=json.dumps(NOTE_SIZE), note=json.dumps(note)))
+            if built["api"] != api:
+                raise RuntimeError(f"{name}: the frontend's export differs from the graph it was given")
+            built["ui"]["extra"] = {"ds": {"scale": 0.7, "offset": [120, 160]}}
+            (OUT / f"{name}.json").write_text(json.dumps(built["ui"], indent=1) + "\n")
+            (OUT / "api" / f"{name}.json").write_text(json.dumps(built["api"], indent=1) + "\n")
+            page.evaluate(FIT_JS % dict(app=APP, side=side, left=left, top=top))
+            page.wait_for("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))",
+                          10, "a frame")
+            shot = pathlib.Path(base) / "shot.png"
+            page.screenshot(shot, clip={"x": left, "y": top, "width": side, "height": side})
+            with Image.open(shot) as image:
+                buffer = io.BytesIO()
+                image.convert("RGB").resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.LANCZOS).save(buffer, "JPEG", quality=88)
+            (OUT / f"{name}.jpg").write_bytes(buffer.getvalue())
+            print(f"wrote {name}.json, api/{name}.json, {name}.jpg")
+
+
+if __name__ == "__main__":
+    main()
