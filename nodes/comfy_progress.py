@@ -47,6 +47,14 @@ class ComfyObserver:
             payload = {"node": self.node_id, "prompt_id": self.prompt_id, **payload}
             self.server.send_sync(EVENT, payload, getattr(self.server, "client_id", None))
 
+    def started(self, state_dir) -> None:
+        """Tell headless callers where the resumable state of this run will be."""
+        self._event({"kind": "start", "state_dir": str(state_dir)})
+
+    def cancelled(self, state_dir) -> None:
+        self._text(f"Cancelled. To continue, set resume_from to {state_dir}")
+        self._event({"kind": "cancelled", "state_dir": str(state_dir)})
+
     def on_stage(self, text: str) -> None:
         log.info(text)
         self._text(text)

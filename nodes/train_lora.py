@@ -60,7 +60,7 @@ class TrainLoRA:
                 "warmup_steps": ("INT", {"default": 0, "min": 0, "max": 100000}),
                 "mixed_precision": (["bf16", "fp16", "fp32"], {"default": "bf16"}),
                 "gradient_checkpointing": ("BOOLEAN", {"default": True}),
-                "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFF}),
+                "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": False}),
                 "noise_offset": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01}),
                 "min_snr_gamma": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 20.0, "step": 0.5, "tooltip": "0 = off"}),
                 "caption_shuffle": ("BOOLEAN", {"default": False}),
@@ -92,13 +92,14 @@ class TrainLoRA:
         if sample_prompts.strip() and sample_every_n_epochs > 0:
             sampler = epoch_sampler(model, clip, vae, settings, sample_prompts, sample_every_n_epochs, state_dir, observer,
                                     prompt, extra_pnginfo)
+        observer.started(state_dir)
         try:
             outcome = train_lora(model, clip, vae, dataset, settings, observer, state_dir, resume, initial_lora,
                                  on_epoch_weights=sampler)
         except TrainingCancelled as cancelled:
             log.warning("Training cancelled. To continue it, set resume_from to: %s", cancelled.state_dir)
-            mm.throw_exception_if_processing_interrupted()
-            raise
+            observer.cancelled(cancelled.state_dir)
+            raise mm.InterruptProcessingException() from cancelled
         except mm.InterruptProcessingException:
             log.warning("Training cancelled while rendering samples. To continue it, set resume_from to: %s", state_dir)
             raise

@@ -4,6 +4,11 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 eval "$(bash "$repo/scripts/provision.sh" | sed 's/^/export /')"
+# The browser test drives Debian's chromium (a test tool's own browser download cannot work offline).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "[test] installing chromium for the browser test" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 cd "$repo"
 export COMFYUI_PATH
 set +e

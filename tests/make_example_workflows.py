@@ -111,8 +111,6 @@ BUILD_JS = """(async () => {
   const app = %(app)s;
   await app.loadApiJson(%(api)s, %(name)s);
   for (const [id, pos] of Object.entries(%(layout)s)) { const n = app.graph.getNodeById(+id); if (n) n.pos = pos; }
-  const train = app.graph.findNodesByType("LoraLabTrainLoRA")[0];
-  train.widgets.find(w => w.name === "control_after_generate").value = "fixed";  // training must be reproducible
   const note = LiteGraph.createNode("Note");
   note.title = "Read me"; note.pos = %(note_pos)s; note.size = %(note_size)s; note.widgets[0].value = %(note)s;
   app.graph.add(note);

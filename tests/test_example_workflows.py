@@ -156,7 +156,8 @@ def test_api_twin_matches_the_servers_node_definitions(name, object_info):
 
 @pytest.mark.server
 def test_examples_train_with_a_fixed_seed(object_info):
-    """The frontend adds 'randomize' after a seed widget by default; a training example must stay reproducible."""
+    """The frontend adds 'randomize' after a seed widget unless told not to; training must stay reproducible."""
+    assert object_info["LoraLabTrainLoRA"]["input"]["required"]["seed"][1]["control_after_generate"] is False
     for path in UI_FILES:
         train = next(node for node in load(path)["nodes"] if node["type"] == "LoraLabTrainLoRA")
-        assert widget_values(train, object_info["LoraLabTrainLoRA"])["seed.control"] == "fixed", path.name
+        assert "seed.control" not in widget_values(train, object_info["LoraLabTrainLoRA"]), path.name

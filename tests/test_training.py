@@ -122,11 +122,13 @@ class Fault:
         self.calls += 1
         if self.calls <= self.after_calls:
             return output
-        if self.action == "interrupt":
-            import comfy.model_management
+        import comfy.model_management
 
+        if self.action == "interrupt":  # the stop button between steps
             comfy.model_management.interrupt_current_processing(True)
             return output
+        if self.action == "interrupt_mid_forward":  # what ComfyUI's cast layers raise on GPU when stop is pressed
+            raise comfy.model_management.InterruptProcessingException()
         if self.action == "oom":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return output * float("nan")
@@ -138,7 +140,8 @@ class Fault:
         self.handle.remove()
 
 
-def test_cancel_keeps_state_and_resume_matches_an_uninterrupted_run(sd15, tmp_path, comfy_dirs):
+@pytest.mark.parametrize("cancel", ["interrupt", "interrupt_mid_forward"])
+def test_cancel_keeps_state_and_resume_matches_an_uninterrupted_run(sd15, tmp_path, comfy_dirs, cancel):
     import comfy.model_management
 
     dataset = training_data.captioned_shapes(tmp_path / "data", count=3)
@@ -146,7 +149,7 @@ def test_cancel_keeps_state_and_resume_matches_an_uninterrupted_run(sd15, tmp_pa
     reference, conditioning = sample_image(sd15), runtime.run_node("CLIPTextEncode", clip=sd15.clip, text="sks, a red circle")[0][0][0]
     uninterrupted = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, **settings))[2]
 
-    with Fault(sd15, after_calls=4, action="interrupt"), pytest.raises(comfy.model_management.InterruptProcessingException):
+    with Fault(sd15, after_calls=4, action=cancel), pytest.raises(comfy.model_management.InterruptProcessingException):
         runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, **settings))
     assert not comfy.model_management.processing_interrupted()
     assert_untouched(sd15, reference, conditioning)

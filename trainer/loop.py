@@ -213,7 +213,12 @@ class Trainer:
             accumulated: list[float] = []
             start_batch = state.position.batch_index if epoch == state.position.epoch else 0
             for batch_index in range(start_batch, len(batches)):
-                loss = self._micro_step(batches[batch_index], step_seed(s.seed, epoch, batch_index))
+                try:
+                    loss = self._micro_step(batches[batch_index], step_seed(s.seed, epoch, batch_index))
+                except mm.InterruptProcessingException as interrupt:
+                    # ComfyUI's layers raise on cancel mid-forward: keep the last completed optimizer step.
+                    self._save_state(state)
+                    raise TrainingCancelled(self.state_dir) from interrupt
                 if not math.isfinite(loss):
                     warning = self._divergence_message(epoch, state)
                     if not state.epochs:
