@@ -99,6 +99,7 @@ class TrainLoRA:
         except TrainingCancelled as cancelled:
             log.warning("Training cancelled. To continue it, set resume_from to: %s", cancelled.state_dir)
             observer.cancelled(cancelled.state_dir)
+            mm.throw_exception_if_processing_interrupted()  # clears ComfyUI's stop flag as it raises
             raise mm.InterruptProcessingException() from cancelled
         except mm.InterruptProcessingException:
             log.warning("Training cancelled while rendering samples. To continue it, set resume_from to: %s", state_dir)
