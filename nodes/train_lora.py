@@ -12,7 +12,7 @@ import folder_paths
 from ..trainer.data import to_pixels
 from ..trainer.errors import SettingsError
 from ..trainer.families import detect_family
-from ..trainer.image_files import to_pil
+from ..trainer.image_files import png_info, save_output_png, to_pil
 from ..trainer.loop import TrainingCancelled, train_lora
 from ..trainer.loss_chart import render_loss_chart
 from ..trainer.settings import TrainingSettings
@@ -110,10 +110,11 @@ class TrainLoRA:
         # Apply the final adapter exactly as LoraLoader would, so a KSampler downstream sees what the file gives.
         model_out, clip_out = comfy.sd.load_lora_for_models(model, clip, lora.weights(), 1.0, 1.0)
         summary = loss_summary(lora, outcome.warning)
-        loss_graph = to_pixels(render_loss_chart(lora))
-        ui = {"text": [summary]}
-        if sampler is not None and sampler.files:
-            ui["images"] = sampler.files
+        chart = render_loss_chart(lora)
+        loss_graph = to_pixels(chart)
+        # The chart is also a file, so headless runs (and /history) have it without a Save Image node.
+        chart_entry = save_output_png(chart, f"loralab/charts/{state_dir.name}_loss", png_info(prompt, extra_pnginfo))
+        ui = {"text": [summary], "images": [chart_entry] + (list(sampler.files) if sampler is not None else [])}
         return {"ui": ui, "result": (model_out, clip_out, lora, summary, loss_graph)}
 
 
