@@ -126,18 +126,14 @@ def test_changes_are_suggested_in_order_of_least_quality_cost(profile):
     assert memory.fitting_changes(estimate_for, settings, 1024, 1, on_cuda=False) == []
 
 
-def test_estimate_is_near_the_measured_peak(sd15, tmp_path):
-    """Calibration check: the estimate for one real training step at 256 px against the peak RSS growth
-    measured from the first forward (the model already built), on CPU in fp32."""
-    status = pathlib.Path("/proc/self/status")
+def status_bytes(field: str) -> int:
+    line = next(line for line in pathlib.Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
 
-    def status_bytes(field: str) -> int:
-        line = next(line for line in status.read_text().splitlines() if line.startswith(field + ":"))
-        return int(line.split()[1]) * 1024
 
-    dataset = training_data.captioned_shapes(tmp_path / "data", count=1, size=256)
-    settings = TrainingSettings(**{**FAST, "resolution": 256})
-    model_class = type(sd15.model.model.diffusion_model)
+def training_peak_growth(bundle, dataset, settings, state_dir: pathlib.Path) -> int:
+    """Peak RSS growth of a training run from its first diffusion-model forward (the model already built)."""
+    model_class = type(bundle.model.model.diffusion_model)
     original = model_class.forward
     baseline: list[int] = []
 
@@ -149,10 +145,25 @@ def test_estimate_is_near_the_measured_peak(sd15, tmp_path):
 
     model_class.forward = forward
     try:
-        loop.train_lora(sd15.model, sd15.clip, sd15.vae, dataset, settings, SilentObserver(), tmp_path / "state")
+        loop.train_lora(bundle.model, bundle.clip, bundle.vae, dataset, settings, SilentObserver(), state_dir)
     finally:
         model_class.forward = original
-    measured = status_bytes("VmHWM") - baseline[0]
+    return status_bytes("VmHWM") - baseline[0]
+
+
+def test_gradient_checkpointing_lowers_the_peak(sd15, tmp_path):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=1, size=256)
+    peaks = {on: training_peak_growth(sd15, dataset, TrainingSettings(**{**FAST, "resolution": 256, "gradient_checkpointing": on}),
+                                      tmp_path / f"state-{on}") for on in (True, False)}
+    assert peaks[True] < 0.85 * peaks[False], peaks
+
+
+def test_estimate_is_near_the_measured_peak(sd15, tmp_path):
+    """Calibration check: the estimate for one real training step at 256 px against the peak RSS growth
+    measured from the first forward, on CPU in fp32."""
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=1, size=256)
+    settings = TrainingSettings(**{**FAST, "resolution": 256})
+    measured = training_peak_growth(sd15, dataset, settings, tmp_path / "state")
     estimate = memory.check_fits(sd15.model, sd15.clip, None, None, list(dataset.images), settings, 256, 64,
                                  torch.device("cpu"))
     assert 0.7 < estimate.total / measured < 2.5, (estimate, measured)

@@ -69,10 +69,10 @@ class Calibration:
     largest_block: float  # with checkpointing, per value of the largest block
     largest_block_scores: float  # with checkpointing, per score value of the largest block
     block_outputs: float = 1.0
-    fixed_bytes: int = 256 * 1024**2  # allocator slack and kernels' workspace, whatever the size
+    fixed_bytes: int = 64 * 1024**2  # allocator slack and kernels' workspace, whatever the size (fit: 25 MiB)
 
 
-CALIBRATION = Calibration(all_layers=3.2, all_scores=2.0, largest_block=4.2, largest_block_scores=4.0)
+CALIBRATION = Calibration(all_layers=2.3, all_scores=1.6, largest_block=10.1, largest_block_scores=2.9)
 
 
 @dataclass(frozen=True)
