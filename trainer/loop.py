@@ -14,7 +14,7 @@ from typing import Callable
 import comfy.model_management as mm
 import torch
 
-from . import data, objectives, session
+from . import data, memory, objectives, session
 from .adapters import AdapterSet, create_adapters
 from .dataset import LoraDataset
 from .dataset_report import kohya_dataset_summary
@@ -171,6 +171,9 @@ class Trainer:
         training_images, validation_images = data.split_validation(list(self.dataset.images), s.validation_split, s.seed)
         if not training_images:
             raise DatasetError(f"The dataset at {self.dataset.root} has no training images left.")
+        # Before any work: stop now, naming settings that would fit, if the estimated peak memory cannot fit.
+        memory.check_fits(self.unet_patcher, self.clip_for_training, self.unet_adapters, self.text_adapters,
+                          training_images, s, self.resolution, self.family.bucket_step, self.device)
 
         # Encode every image once with the VAE, at its aspect bucket; the VAE is not needed again.
         self.observer.on_stage("Encoding images with the VAE")

@@ -113,13 +113,22 @@ class PartInjection:
 
 
 def checkpoint_blocks(diffusion_model: torch.nn.Module) -> list[torch.nn.Module]:
-    """Top-level blocks to recompute in backward: UNet input/middle/output blocks, or DiT blocks."""
+    """Modules to recompute in backward: the layers of the UNet's input/middle/output blocks, or DiT blocks.
+
+    ComfyUI's UNet never calls a block's own forward: `forward_timestep_embed` calls the block's layers
+    (ResBlock, SpatialTransformer, Down/Upsample) one by one, so a patched block forward would never run and
+    nothing would be checkpointed. The layers are what gets called, so they are what is patched.
+    """
     blocks: list[torch.nn.Module] = []
     for name, child in diffusion_model.named_children():
         if isinstance(child, torch.nn.ModuleList):
-            blocks.extend(child)
+            candidates = list(child)
         elif name == "middle_block":
-            blocks.append(child)
+            candidates = [child]
+        else:
+            continue
+        for block in candidates:
+            blocks.extend(block if isinstance(block, torch.nn.Sequential) else [block])
     return blocks
 
 

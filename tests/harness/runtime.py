@@ -36,8 +36,11 @@ def comfyui_version() -> tuple[int, ...]:
 _booted: dict[str, Any] = {}
 
 
-def boot() -> Any:
-    """Import ComfyUI (CPU mode) and load this pack as a custom node; returns ComfyUI's `nodes` module."""
+def boot(cpu: bool = True) -> Any:
+    """Import ComfyUI and load this pack as a custom node; returns ComfyUI's `nodes` module.
+
+    Tests run in CPU mode; benchmarks on a GPU machine pass `cpu=False`. The first call decides.
+    """
     if "nodes" in _booted:
         return _booted["nodes"]
     root = str(comfyui_path())
@@ -48,7 +51,7 @@ def boot() -> Any:
     comfy.options.enable_args_parsing(False)
     from comfy.cli_args import args
 
-    args.cpu = True
+    args.cpu = cpu
     import utils.extra_config  # noqa: F401  (must precede `nodes`)
     import nodes
 

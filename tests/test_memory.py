@@ -1,0 +1,169 @@
+"""Peak-memory estimate: a run that cannot fit stops before any work and names settings that would fit."""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import pytest
+import torch
+
+from harness import models, runtime, training_data
+
+memory = runtime.pack("trainer.memory")
+session = runtime.pack("trainer.session")
+loop = runtime.pack("trainer.loop")
+errors = runtime.pack("trainer.errors")
+TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
+SilentObserver = runtime.pack("trainer.progress").SilentObserver
+
+FAST = dict(rank=4, resolution=64, mixed_precision="fp32", batch_size=1, epochs=1, seed=7)
+
+
+class StageRecorder(SilentObserver):
+    def __init__(self) -> None:
+        self.stages: list[str] = []
+
+    def on_stage(self, text: str) -> None:
+        self.stages.append(text)
+
+
+@pytest.fixture(scope="module")
+def sd15():
+    return models.FAMILIES["sd15"]()
+
+
+@pytest.fixture(scope="module")
+def profile(sd15):
+    diffusion_model = sd15.model.model.diffusion_model
+    return memory.activation_profile(diffusion_model, session.checkpoint_blocks(diffusion_model))
+
+
+def workload(**overrides):
+    values = dict(weight_bytes=0, weight_count=1_000_000, weights_cast=False, adapter_parameters=100_000,
+                  optimizer="AdamW", batches=((1, 64 * 64),), gradient_checkpointing=True, compute_bytes=4,
+                  scores_materialised=True)
+    return memory.Workload(**{**values, **overrides})
+
+
+def test_estimate_follows_the_settings_that_cost_memory(profile):
+    base = memory.estimate_peak(profile, workload())
+    assert memory.estimate_peak(profile, workload(batches=((4, 64 * 64),))).activations > 3.9 * base.activations
+    assert memory.estimate_peak(profile, workload(batches=((1, 128 * 128),))).activations > 4 * base.activations
+    assert memory.estimate_peak(profile, workload(gradient_checkpointing=False)).activations > base.activations
+    assert memory.estimate_peak(profile, workload(compute_bytes=2)).activations < base.activations
+    assert memory.estimate_peak(profile, workload(optimizer="AdamW8bit")).adapters < base.adapters
+    # Flash/SDPA attention keeps no score matrix: nothing quadratic in the token count.
+    flash = workload(scores_materialised=False)
+    small, large = (memory.estimate_peak(profile, dataclasses.replace(flash, batches=((1, side * side),))).activations
+                    for side in (64, 128))
+    assert large == pytest.approx(4 * small, rel=1e-6)
+
+
+def test_largest_bucket_batch_decides(tmp_path):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=3, size=64, repeats=2)
+    # Six square images at 1024 px: one bucket of 128x128 latents, batches capped by the images there are.
+    assert memory.bucket_batches(list(dataset.images), 4, 1024, 64) == ((4, 128 * 128),)
+    assert memory.bucket_batches(list(dataset.images), 16, 1024, 64) == ((6, 128 * 128),)
+
+
+def test_run_that_cannot_fit_stops_before_any_work_and_names_what_fits(sd15, tmp_path):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=4, size=64, repeats=16)
+    settings = TrainingSettings(**{**FAST, "resolution": 2048, "batch_size": 64})
+    observer = StageRecorder()
+    with pytest.raises(errors.OutOfMemory) as raised:
+        loop.train_lora(sd15.model, sd15.clip, sd15.vae, dataset, settings, observer, tmp_path / "state")
+    message = str(raised.value)
+    assert "system RAM" in message and "Nothing was trained" in message
+    assert "batch_size 64 -> " in message or "resolution 2048 -> " in message, message
+    assert not any("Encoding" in stage for stage in observer.stages), observer.stages
+    assert not (tmp_path / "state").exists()
+
+
+def test_named_settings_do_fit(sd15, tmp_path):
+    """Each suggestion, applied, passes the same check."""
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=4, size=64, repeats=16)
+    images = list(dataset.images)
+    settings = TrainingSettings(**{**FAST, "resolution": 2048, "batch_size": 64})
+    device = torch.device("cpu")
+
+    def check(candidate: TrainingSettings, resolution: int):
+        return memory.check_fits(sd15.model, sd15.clip, None, None, images, candidate, resolution, 64, device)
+
+    with pytest.raises(errors.OutOfMemory) as raised:
+        check(settings, 2048)
+    suggestions = [part.strip() for part in str(raised.value).split("would fit: ")[1].split(". Nothing")[0].split("; or ")]
+    assert suggestions
+    for suggestion in suggestions:
+        candidate, resolution = settings, 2048
+        for change in suggestion.split(" and "):
+            name, _, value = change.partition(" ")
+            new = value.split(" -> ")[1]
+            if name == "resolution":
+                resolution = int(new)
+            else:
+                field_type = type(getattr(settings, name))
+                candidate = dataclasses.replace(candidate, **{name: (new == "on") if field_type is bool else field_type(new)})
+        assert check(candidate, resolution).total > 0, suggestion
+
+
+def test_changes_are_suggested_in_order_of_least_quality_cost(profile):
+    """With every change needed at once, the message lists the cheap ones first."""
+    settings = TrainingSettings(**{**FAST, "gradient_checkpointing": False, "batch_size": 8, "resolution": 1024})
+
+    def estimate_for(candidate: TrainingSettings, resolution: int):
+        work = workload(batches=((candidate.batch_size, (resolution // 8) ** 2),),
+                        gradient_checkpointing=candidate.gradient_checkpointing,
+                        compute_bytes=4 if candidate.mixed_precision == "fp32" else 2, optimizer=candidate.optimizer)
+        return memory.estimate_peak(profile, work)
+
+    tight = estimate_for(dataclasses.replace(settings, gradient_checkpointing=True, optimizer="Adafactor",
+                                             mixed_precision="bf16", batch_size=1), 512).total
+    (changes,) = memory.fitting_changes(estimate_for, settings, 1024, tight, on_cuda=False)
+    assert [change.name for change in changes] == ["gradient_checkpointing", "optimizer", "mixed_precision",
+                                                   "batch_size", "resolution"]
+    assert str(changes[0]) == "gradient_checkpointing off -> on"
+    assert str(changes[-1]) == "resolution 1024 -> 512"
+    assert memory.fitting_changes(estimate_for, settings, 1024, 1, on_cuda=False) == []
+
+
+def status_bytes(field: str) -> int:
+    line = next(line for line in pathlib.Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+def training_peak_growth(bundle, dataset, settings, state_dir: pathlib.Path) -> int:
+    """Peak RSS growth of a training run from its first diffusion-model forward (the model already built)."""
+    model_class = type(bundle.model.model.diffusion_model)
+    original = model_class.forward
+    baseline: list[int] = []
+
+    def forward(module, *args, **kwargs):
+        if not baseline:
+            pathlib.Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
+            baseline.append(status_bytes("VmRSS"))
+        return original(module, *args, **kwargs)
+
+    model_class.forward = forward
+    try:
+        loop.train_lora(bundle.model, bundle.clip, bundle.vae, dataset, settings, SilentObserver(), state_dir)
+    finally:
+        model_class.forward = original
+    return status_bytes("VmHWM") - baseline[0]
+
+
+def test_gradient_checkpointing_lowers_the_peak(sd15, tmp_path):
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=1, size=256)
+    peaks = {on: training_peak_growth(sd15, dataset, TrainingSettings(**{**FAST, "resolution": 256, "gradient_checkpointing": on}),
+                                      tmp_path / f"state-{on}") for on in (True, False)}
+    assert peaks[True] < 0.85 * peaks[False], peaks
+
+
+def test_estimate_is_near_the_measured_peak(sd15, tmp_path):
+    """Calibration check: the estimate for one real training step at 256 px against the peak RSS growth
+    measured from the first forward, on CPU in fp32."""
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=1, size=256)
+    settings = TrainingSettings(**{**FAST, "resolution": 256})
+    measured = training_peak_growth(sd15, dataset, settings, tmp_path / "state")
+    estimate = memory.check_fits(sd15.model, sd15.clip, None, None, list(dataset.images), settings, 256, 64,
+                                 torch.device("cpu"))
+    assert 0.7 < estimate.total / measured < 2.5, (estimate, measured)
