@@ -13,7 +13,8 @@ import sys
 from typing import Any
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-NODE_IDS = ("LoraLabLoadDataset", "LoraLabAutoCaption", "LoraLabTrainLoRA", "LoraLabSaveLoRA", "LoraLabStrengthSweep")
+NODE_IDS = ("LoraLabLoadDataset", "LoraLabAutoCaption", "LoraLabTrainLoRA", "LoraLabSaveLoRA", "LoraLabStrengthSweep",
+            "LoraLabLoadDemoModel", "LoraLabEmptyLatent")
 
 
 def comfyui_path() -> pathlib.Path:
