@@ -45,9 +45,10 @@ def test_image_metrics_count_a_rounded_square_as_a_square_and_a_blank_image_as_n
     assert image_metrics.analyse(np.full((32, 32, 3), 128, np.uint8)).shape == "none"
 
 
-def test_demo_model_loads_as_sd15_family_with_4x_latents(demo):
+def test_demo_model_loads_as_its_own_sd1_family_with_4x_latents(demo):
     model, clip, vae = demo
-    assert runtime.pack("trainer.families").detect_family(model).name == "sd15"
+    family = runtime.pack("trainer.families").detect_family(model)
+    assert (family.name, family.base_model_version, family.native_resolution) == ("toy_world", "sd_v1", 32)
     latent = runtime.run_node("LoraLabEmptyLatent", width=48, height=36, batch_size=2)[0]
     assert latent["samples"].shape == (2, 4, 8, 12)  # 36 rounds down to 32 pixels
     positive = runtime.run_node("CLIPTextEncode", clip=clip, text="a red circle on a white background")[0]
@@ -66,8 +67,8 @@ def test_vae_round_trip_keeps_every_test_colour_and_shape(demo):
     """Checked before any test relies on the VAE: a concept it cannot reproduce could never be learned."""
     _, _, vae = demo
     rng = np.random.default_rng(5)
-    labels = [(c, s, b) for c in (*scenes.BASE_COLOURS, CONCEPT.colour) for s in (*scenes.BASE_SHAPES, CONCEPT.shape)
-              for b in scenes.BASE_BACKGROUNDS]
+    labels = [(c, s, b) for c in scenes.BASE_COLOURS for s in scenes.BASE_SHAPES for b in scenes.BASE_BACKGROUNDS]
+    labels += [(CONCEPT.colour, CONCEPT.shape, b) for b in concept_dataset.CONCEPT_BACKGROUNDS for _ in range(4)]
     pixels = np.stack([scenes.render(scenes.named_scene(c, s, b, rng)) for c, s, b in labels])
     latent = runtime.run_node("VAEEncode", vae=vae, pixels=torch.from_numpy(pixels).float() / 255.0)[0]
     assert latent["samples"].shape == (len(labels), 4, 8, 8)
@@ -86,7 +87,7 @@ def test_base_model_draws_the_prompted_colour_shape_and_background(demo, colour,
 
 
 def test_base_model_never_draws_the_new_concept(demo):
-    """The LoRA tests' baseline: without training, the trigger word yields no purple star."""
+    """The LoRA tests' baseline: without training, the trigger word yields no purple ring."""
     rates = toy_world.prompt_rates(*demo, CONCEPT.caption("white"), CONCEPT.colour, CONCEPT.shape)
     assert rates["all"] <= 1 / 16, rates
 

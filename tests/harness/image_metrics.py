@@ -2,18 +2,20 @@
 
 The object is found as the pixels that differ clearly from the background (the median of the border),
 keeping the largest connected blob. Colour is the hue of the object's inner pixels, named after the
-nearest hue of the toy-world palette. Shape uses two scale-free measures that survive blurred and
-rounded outlines: solidity (area / convex-hull area; a star's points leave gaps, so it is low) and extent
-(area / bounding-box area: 1 for a square, pi/4 for a circle, 1/2 for an upright triangle). A square with
-rounded corners keeps an extent well above a circle's, so it still counts as a square.
-Only the shapes the tests ask for are told apart: circle, square, triangle and star.
+nearest hue of the toy-world palette. Shape is template matching: each candidate shape (circle, square,
+triangle, star, cross, ring, drawn as the scene generator draws them) is stretched over the object's bounding box and
+compared by intersection-over-union; the best match names the shape, unless even that one overlaps poorly
+("other": a blob or a squiggle is not a star). Matching whole silhouettes tolerates blur and rounded
+corners: a square with well-rounded corners still overlaps the square template (IoU ~0.93) more than the
+circle (~0.84).
 """
 from __future__ import annotations
 
 import colorsys
+import functools
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -23,18 +25,16 @@ scenes = pack("trainer.toy_world.scenes")
 
 MIN_CONTRAST = 40.0  # RGB distance below which there is no object at all
 MIN_SATURATION = 0.25  # below this the object is grey, not a colour
-STAR_SOLIDITY = 0.80
-SQUARE_EXTENT = 0.87
-TRIANGLE_EXTENT = 0.66
+MIN_SHAPE_IOU = 0.6  # below this the object matches no shape template
+SHAPE_TEMPLATES = ("circle", "square", "triangle", "star", "cross", "ring")
 
 
 @dataclass(frozen=True)
 class Analysis:
     colour: str  # a toy-world colour name, "grey" or "none"
-    shape: str  # circle, square, triangle, star or "none"
+    shape: str  # one of SHAPE_TEMPLATES, "other" or "none"
     background: str  # a toy-world background name or "other"
-    solidity: float = 0.0
-    extent: float = 0.0
+    shape_iou: dict[str, float] | None = None  # overlap with each shape template
 
 
 def analyse(image: np.ndarray) -> Analysis:
@@ -48,18 +48,21 @@ def analyse(image: np.ndarray) -> Analysis:
     if contrast < MIN_CONTRAST:
         return Analysis("none", "none", background_name)
     mask = _largest_blob(distance > contrast / 2)
-    solidity, extent = shape_measures(mask)
-    return Analysis(_colour_name(image, mask, distance, contrast), _shape_name(solidity, extent), background_name,
-                    solidity, extent)
+    overlaps = shape_overlaps(mask)
+    best = max(overlaps, key=overlaps.get)
+    shape = best if overlaps[best] >= MIN_SHAPE_IOU else "other"
+    return Analysis(_colour_name(image, mask, distance, contrast), shape, background_name, overlaps)
 
 
-def shape_measures(mask: np.ndarray) -> tuple[float, float]:
-    """(solidity, extent) of a boolean mask."""
+def shape_overlaps(mask: np.ndarray) -> dict[str, float]:
+    """Intersection-over-union of a boolean mask with each shape template fitted to its bounding box."""
     ys, xs = np.nonzero(mask)
-    area = float(len(xs))
-    extent = area / float((xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1))
-    corners = np.concatenate([np.stack([xs + dx, ys + dy], axis=1) for dx in (0, 1) for dy in (0, 1)])
-    return area / _polygon_area(_convex_hull(corners)), extent
+    box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    overlaps = {}
+    for shape in SHAPE_TEMPLATES:
+        template = _template(shape, box, mask.shape)
+        overlaps[shape] = float((template & mask).sum() / (template | mask).sum())
+    return overlaps
 
 
 def rates(analyses: Iterable[Analysis], colour: str | None = None, shape: str | None = None,
@@ -106,14 +109,25 @@ def _colour_name(image: np.ndarray, mask: np.ndarray, distance: np.ndarray, cont
     return min(PALETTE_HUES, key=lambda name: min(abs(hue - PALETTE_HUES[name]), 1 - abs(hue - PALETTE_HUES[name])))
 
 
-def _shape_name(solidity: float, extent: float) -> str:
-    if solidity < STAR_SOLIDITY:
-        return "star"
-    if extent >= SQUARE_EXTENT:
-        return "square"
-    if extent < TRIANGLE_EXTENT:
-        return "triangle"
-    return "circle"
+def _template(shape: str, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """`shape` as the scene generator draws it, stretched to fill `box` (left, top, right, bottom), as a mask."""
+    from PIL import Image
+
+    left, top, right, bottom = box
+    fitted = _silhouette(shape).resize((right - left, bottom - top), Image.Resampling.BOX)
+    mask = np.zeros(size, dtype=bool)
+    mask[top:bottom, left:right] = np.asarray(fitted) >= 128
+    return mask
+
+
+@functools.lru_cache(maxsize=None)
+def _silhouette(shape: str) -> Any:
+    """A large anti-aliased drawing of `shape`, cropped to its bounding box (greyscale PIL image)."""
+    from PIL import Image
+
+    drawing = scenes.render(scenes.Scene((255, 255, 255), shape, (0, 0, 0), radius=0.4), size=128)[..., 0]
+    ys, xs = np.nonzero(drawing >= 128)
+    return Image.fromarray(drawing[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
 
 
 def _largest_blob(mask: np.ndarray) -> np.ndarray:
@@ -135,29 +149,3 @@ def _largest_blob(mask: np.ndarray) -> np.ndarray:
         if size > best_size:
             best_label, best_size = label, size
     return labels == best_label
-
-
-def _convex_hull(points: np.ndarray) -> np.ndarray:
-    """Andrew's monotone chain; returns the hull's vertices in order."""
-    points = np.unique(points, axis=0)
-    points = points[np.lexsort((points[:, 1], points[:, 0]))]
-
-    def half(sequence: np.ndarray) -> list[np.ndarray]:
-        hull: list[np.ndarray] = []
-        for p in sequence:
-            while len(hull) >= 2 and _cross(hull[-1] - hull[-2], p - hull[-2]) <= 0:
-                hull.pop()
-            hull.append(p)
-        return hull
-
-    lower, upper = half(points), half(points[::-1])
-    return np.array(lower[:-1] + upper[:-1], dtype=np.float64)
-
-
-def _cross(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a[0] * b[1] - a[1] * b[0])
-
-
-def _polygon_area(vertices: np.ndarray) -> float:
-    x, y = vertices[:, 0], vertices[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))

@@ -2,8 +2,9 @@
 
 Only the sizes differ from SD1.5: the UNet has two levels of 64/128 channels, the CLIP text model
 two layers of width 64 (with the real SD1 tokenizer), and the VAE (64 channels, two downsamples)
-reduces 32x32 images four-fold to 8x8x4 latents. Because the model config subclasses ComfyUI's SD15, every ComfyUI node (CLIPTextEncode,
-KSampler, VAEDecode, LoraLoader) and LoRA Lab's trainer treat it as the SD1.5 family.
+reduces 32x32 images four-fold to 8x8x4 latents. Because the model config subclasses ComfyUI's SD15,
+every ComfyUI node (CLIPTextEncode, KSampler, VAEDecode, LoraLoader) handles it as an SD1.5 model, and its
+LoRAs use SD1.5's kohya names; LoRA Lab's `detect_family` reports it as `toy_world` (native size 32 px).
 """
 from __future__ import annotations
 
@@ -71,8 +72,7 @@ class ToyWorld(comfy.supported_models.SD15):
 
     unet_config = UNET_CONFIG
     unet_extra_config = {"num_heads": 4, "num_head_channels": -1}
-    latent_format = ToyWorldLatentFormat
-    sampling_settings: dict[str, Any] = {}  # SD1.5's linear beta schedule
+    latent_format = ToyWorldLatentFormat  # sampling: SD1.5's 1000-step linear beta schedule, eps prediction
 
 
 @dataclass
