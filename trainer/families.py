@@ -7,6 +7,7 @@ import comfy.model_base
 import comfy.supported_models
 
 from .errors import SettingsError
+from .toy_world.model import ToyWorld
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,10 @@ SDXL = Family("sdxl", "sdxl_base_v1-0", "stable-diffusion-xl-v1-base/lora", "eps
               {"clip_l": "lora_te1", "clip_g": "lora_te2"})
 SD3 = Family("sd3", "sd3", "stable-diffusion-3-medium/lora", "flow", 1024, "comfy",
              {"clip_l": "lora_te1", "clip_g": "lora_te2"})
-BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3)}
+# LoRA Lab's built-in demo model (trainer/toy_world): SD1.5 architecture and file format at 32x32 pixels.
+TOY_WORLD = Family("toy_world", "sd_v1", "stable-diffusion-v1/lora", "eps", 32, "diffusers", {"clip_l": "lora_te"},
+                   bucket_step=8)
+BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD)}
 
 
 def detect_family(model_patcher) -> Family:
@@ -50,6 +54,8 @@ def detect_family(model_patcher) -> Family:
         return SDXL
     if isinstance(config, comfy.supported_models.SD20):
         return SD2_V if model_type == comfy.model_base.ModelType.V_PREDICTION else SD2
+    if isinstance(config, ToyWorld):
+        return TOY_WORLD
     if isinstance(config, comfy.supported_models.SD15):
         return SD15
     if isinstance(config, comfy.supported_models.SD3):

@@ -14,7 +14,7 @@ from typing import Any
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 NODE_IDS = ("LoraLabLoadDataset", "LoraLabAutoCaption", "LoraLabTrainLoRA", "LoraLabSaveLoRA", "LoraLabStrengthSweep",
-            "LoraLabLoadLoRA")
+            "LoraLabLoadLoRA", "LoraLabLoadDemoModel", "LoraLabEmptyLatent")
 
 
 def comfyui_path() -> pathlib.Path:
