@@ -1,8 +1,6 @@
 """Training on the graph's own models: it learns, pairs captions, leaves the MODEL untouched, resumes exactly."""
 from __future__ import annotations
 
-import pathlib
-
 import pytest
 import torch
 
@@ -13,16 +11,9 @@ loop = runtime.pack("trainer.loop")
 errors = runtime.pack("trainer.errors")
 SilentObserver = runtime.pack("trainer.progress").SilentObserver
 
-FAST = dict(rank=4, resolution=64, mixed_precision="fp32", batch_size=1, save_every_n_epochs=1, seed=7)
+FAST = training_data.FAST
+node_inputs = training_data.node_inputs
 
-
-def node_inputs(bundle, dataset, **overrides):
-    """Every Train LoRA input at its widget default, with test overrides."""
-    required = runtime.boot().NODE_CLASS_MAPPINGS["LoraLabTrainLoRA"].INPUT_TYPES()["required"]
-    inputs = {name: spec[1]["default"] for name, spec in required.items() if len(spec) > 1 and "default" in spec[1]}
-    inputs.update(model=bundle.model, clip=bundle.clip, vae=bundle.vae, dataset=dataset, **FAST)
-    inputs.update(overrides)
-    return inputs
 
 
 def sample_image(bundle, text="sks, a red circle") -> torch.Tensor:

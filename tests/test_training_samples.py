@@ -15,7 +15,8 @@ training_samples = runtime.pack("trainer.training_samples")
 loss_chart = runtime.pack("trainer.loss_chart")
 errors = runtime.pack("trainer.errors")
 
-FAST = dict(rank=4, resolution=64, mixed_precision="fp32", batch_size=1, save_every_n_epochs=1, seed=7)
+FAST = training_data.FAST
+node_inputs = training_data.node_inputs
 SAMPLE_PROMPTS = "sks, a red circle --s 2 --l 2\nsks, a blue square --n blurry --d 5 --s 2 --w 64 --h 48"
 
 
@@ -23,14 +24,6 @@ SAMPLE_PROMPTS = "sks, a red circle --s 2 --l 2\nsks, a blue square --n blurry -
 def sd15():
     return models.FAMILIES["sd15"]()
 
-
-def node_inputs(bundle, dataset, **overrides):
-    """Every Train LoRA input at its widget default, with test overrides."""
-    required = runtime.boot().NODE_CLASS_MAPPINGS["LoraLabTrainLoRA"].INPUT_TYPES()["required"]
-    inputs = {name: spec[1]["default"] for name, spec in required.items() if len(spec) > 1 and "default" in spec[1]}
-    inputs.update(model=bundle.model, clip=bundle.clip, vae=bundle.vae, dataset=dataset, **FAST)
-    inputs.update(overrides)
-    return inputs
 
 
 def test_sampling_between_epochs_leaves_training_exactly_as_without(sd15, tmp_path, comfy_dirs):

@@ -18,6 +18,8 @@ from typing import Any
 
 import websocket
 
+from .server import stop_process
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser")
 LAUNCH_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -136,11 +138,5 @@ class Chromium:
         return page
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.profile, ignore_errors=True)

@@ -26,6 +26,17 @@ from .runtime import NODE_IDS, REPO_ROOT, comfyui_path
 PACK_LINK_NAME = "comfyui-lora-lab"
 
 
+def stop_process(process: subprocess.Popen | None) -> None:
+    """Terminate a child process, killing it if it does not exit within 20 s."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -80,12 +91,7 @@ class ComfyServer:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
         self._log.close()
 
     def log_tail(self, chars: int = 6000) -> str:

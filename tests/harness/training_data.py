@@ -24,3 +24,16 @@ def captioned_shapes(folder: pathlib.Path, count: int = 4, size: int = 64, repea
             (folder / f"{stem}.txt").write_text(f"sks, a {colour} {shape}", encoding="utf-8")
     loader = runtime.pack("trainer.dataset_loader")
     return loader.load_dataset(folder, repeats=repeats, base_resolution=size).dataset
+
+
+# Small, fast, deterministic training settings for tests.
+FAST = dict(rank=4, resolution=64, mixed_precision="fp32", batch_size=1, save_every_n_epochs=1, seed=7)
+
+
+def node_inputs(bundle, dataset, **overrides):
+    """Every Train LoRA input at its widget default, with test overrides."""
+    required = runtime.boot().NODE_CLASS_MAPPINGS["LoraLabTrainLoRA"].INPUT_TYPES()["required"]
+    inputs = {name: spec[1]["default"] for name, spec in required.items() if len(spec) > 1 and "default" in spec[1]}
+    inputs.update(model=bundle.model, clip=bundle.clip, vae=bundle.vae, dataset=dataset, **FAST)
+    inputs.update(overrides)
+    return inputs
