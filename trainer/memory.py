@@ -359,7 +359,8 @@ def _reclaimable_bytes(device: torch.device) -> int:
     counted by the estimate, as it will be loaded again)."""
     import comfy.model_management as mm
 
-    return sum(loaded.model_loaded_memory() for loaded in mm.current_loaded_models if loaded.device == device)
+    return sum(loaded.model_loaded_memory() for loaded in mm.current_loaded_models
+               if loaded.device == device and loaded.model is not None)  # a model freed by Python holds nothing
 
 
 def _scores_materialised() -> bool:
