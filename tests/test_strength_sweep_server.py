@@ -86,7 +86,8 @@ def test_train_then_sweep_gives_a_labelled_grid_equal_to_stock_sampling(server):
     assert run.status == "success", (run.history, server.log_tail())
 
     # Samples during training: listed in /history on the training node and served as files.
-    samples = run.outputs("3")["images"]
+    chart, *samples = run.outputs("3")["images"]  # the loss chart first, then the samples
+    assert chart["subfolder"] == "loralab/charts" and fetch_png(server, chart).size[0] > 64
     assert len(samples) == 2 and all(entry["subfolder"].startswith("loralab/samples/") for entry in samples)
     assert all(fetch_png(server, entry).size == (64, 64) for entry in samples)
 

@@ -48,7 +48,9 @@ def test_samples_are_files_in_the_lora_and_match_lora_loader_at_full_strength(sd
     lora = result[2]
     assert sorted(lora.samples) == [2, 4], "after every second epoch"
     assert all(len(paths) == 2 for paths in lora.samples.values())
-    assert [entry["filename"] for entry in result.ui["images"]] == [
+    chart, *samples = result.ui["images"]  # the loss chart first, then the samples
+    assert chart["subfolder"] == "loralab/charts" and chart["filename"].endswith(".png")
+    assert [entry["filename"] for entry in samples] == [
         pathlib_name(path) for epoch in (2, 4) for path in lora.samples[epoch]]
     first, second = (Image.open(path) for path in lora.samples[4])
     assert first.size == (64, 64) and second.size == (64, 48), "--w/--h override the training resolution"
