@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness import models
 from harness.browser import Chromium, chromium_path
-from harness.datasets import make_sample_dataset, make_tiny_wd14_tagger
+from harness.datasets import make_sample_dataset, stock_server_base
 from harness.runtime import REPO_ROOT
 from harness.server import PACK_LINK_NAME, ComfyServer
 
@@ -31,10 +30,7 @@ IMAGES = 1  # one epoch of one image, batch 1: one training step
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("browser")
-    (base / "models" / "checkpoints").mkdir(parents=True)
-    (base / "models" / "checkpoints" / CHECKPOINT).symlink_to(models.detectable_sd15_checkpoint())
-    make_tiny_wd14_tagger(base / "models" / "captioners" / "wd-vit-tagger-v3")
+    base = stock_server_base(tmp_path_factory.mktemp("browser"), CHECKPOINT)
     make_sample_dataset(base / "input" / "lora_dataset", count=IMAGES, size=64, repeats=1, with_captions=False)
     with ComfyServer(base) as running:
         # A first visit opens the template dialog over the canvas; a returning user's settings do not.

@@ -11,8 +11,7 @@ import sys
 import time
 
 import pytest
-from harness import models
-from harness.datasets import make_sample_dataset, make_tiny_wd14_tagger
+from harness.datasets import make_sample_dataset, stock_server_base
 from harness.runtime import REPO_ROOT
 from harness.server import ComfyServer, free_port
 
@@ -26,10 +25,7 @@ TINY = ["Load Dataset.repeats=1", "Auto Caption.max_tags=8", "Train LoRA.epochs=
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("cli")
-    (base / "models" / "checkpoints").mkdir(parents=True)
-    (base / "models" / "checkpoints" / CHECKPOINT).symlink_to(models.detectable_sd15_checkpoint())
-    make_tiny_wd14_tagger(base / "models" / "captioners" / "wd-vit-tagger-v3")
+    base = stock_server_base(tmp_path_factory.mktemp("cli"), CHECKPOINT)
     with ComfyServer(base) as running:
         yield running
 

@@ -315,3 +315,14 @@ def make_tiny_florence(folder: pathlib.Path) -> None:
                                                decoder_start_token_id=2, bos_token_id=0, eos_token_id=2, pad_token_id=1)
     model.save_pretrained(folder)
     Florence2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+
+
+def stock_server_base(base: pathlib.Path, checkpoint_name: str) -> pathlib.Path:
+    """A ComfyUI base folder holding what the example pipeline needs: the random SD1.5 checkpoint (linked,
+    under the name the workflow asks for) and the tiny WD14 tagger. Returns `base`."""
+    from .models import detectable_sd15_checkpoint
+
+    (base / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (base / "models" / "checkpoints" / checkpoint_name).symlink_to(detectable_sd15_checkpoint())
+    make_tiny_wd14_tagger(base / "models" / "captioners" / "wd-vit-tagger-v3")
+    return base
