@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -30,15 +29,6 @@ class StageRecorder(SilentObserver):
 
     def on_stage(self, text: str) -> None:
         self.stages.append(text)
-
-
-@pytest.fixture
-def one_thread():
-    """Measured runs: one CPU thread, as torch's thread barriers stall badly on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -140,35 +130,18 @@ def test_changes_are_suggested_in_order_of_least_quality_cost(profile):
     assert memory.fitting_changes(estimate_for, settings, 1024, 1, on_cuda=False) == []
 
 
-def status_bytes(field: str) -> int:
-    line = next(line for line in pathlib.Path("/proc/self/status").read_text().splitlines() if line.startswith(field + ":"))
-    return int(line.split()[1]) * 1024
+def measured_peak_growth(**point) -> dict:
+    """Peak RSS growth of two training steps, measured by the calibration script in a fresh process: a process
+    that has trained before reuses freed memory and would show less growth (and compare runs unfairly)."""
+    finished = subprocess.run([sys.executable, str(CALIBRATION_SCRIPT), "--child", json.dumps(point)],
+                              capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    line = next((line for line in finished.stdout.splitlines() if line.startswith("CALIBRATION_RESULT ")), None)
+    assert line is not None, finished.stderr[-3000:]
+    return json.loads(line.split(" ", 1)[1])
 
 
-def training_peak_growth(bundle, dataset, settings, state_dir: pathlib.Path) -> int:
-    """Peak RSS growth of a training run from its first diffusion-model forward (the model already built)."""
-    model_class = type(bundle.model.model.diffusion_model)
-    original = model_class.forward
-    baseline: list[int] = []
-
-    def forward(module, *args, **kwargs):
-        if not baseline:
-            pathlib.Path("/proc/self/clear_refs").write_text("5")  # peak RSS := current RSS
-            baseline.append(status_bytes("VmRSS"))
-        return original(module, *args, **kwargs)
-
-    model_class.forward = forward
-    try:
-        loop.train_lora(bundle.model, bundle.clip, bundle.vae, dataset, settings, SilentObserver(), state_dir)
-    finally:
-        model_class.forward = original
-    return status_bytes("VmHWM") - baseline[0]
-
-
-def test_gradient_checkpointing_lowers_the_peak(sd15, tmp_path, one_thread):
-    dataset = training_data.captioned_shapes(tmp_path / "data", count=1, size=256)
-    peaks = {on: training_peak_growth(sd15, dataset, TrainingSettings(**{**FAST, "resolution": 256, "gradient_checkpointing": on}),
-                                      tmp_path / f"state-{on}") for on in (True, False)}
+def test_gradient_checkpointing_lowers_the_peak():
+    peaks = {on: measured_peak_growth(model="tiny", checkpointing=on, resolution=256)["growth"] for on in (True, False)}
     assert peaks[True] < 0.85 * peaks[False], peaks
 
 
@@ -176,12 +149,7 @@ def test_estimate_is_near_a_measured_peak():
     """Calibration check: the estimate for a training step at 384 px (batch 1, fp32, checkpointing on)
     against the peak RSS growth the calibration script measures in a fresh process (a process that has
     trained before reuses freed memory and would show less growth)."""
-    point = {"model": "tiny", "checkpointing": True, "resolution": 384}
-    finished = subprocess.run([sys.executable, str(CALIBRATION_SCRIPT), "--child", json.dumps(point)],
-                              capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    line = next((line for line in finished.stdout.splitlines() if line.startswith("CALIBRATION_RESULT ")), None)
-    assert line is not None, finished.stderr[-3000:]
-    result = json.loads(line.split(" ", 1)[1])
+    result = measured_peak_growth(model="tiny", checkpointing=True, resolution=384)
     work = workload(adapter_parameters=result["adapter_parameters"], batches=((1, result["pixels"]),),
                     scores_materialised=memory._scores_materialised())
     estimate = memory.estimate_peak(memory.ActivationProfile(**result["profile"]), work)
