@@ -33,7 +33,7 @@ class LoadDataset:
             },
             "optional": {
                 "regularization_path": ("STRING", {"default": "", "tooltip": "Optional folder of regularization images, same layout."}),
-                "base_resolution": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": "0 = from the connected model, else 512."}),
+                "base_resolution": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": "0 = from the connected model, else 512."}),
                 "model": ("MODEL", {"tooltip": "Optional: sets the native resolution the report checks against."}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "For the steps-per-epoch figure in the report."}),
                 "trigger_word": ("STRING", {"default": "", "tooltip": "Report captions that lack this word."}),

@@ -52,7 +52,7 @@ class TrainLoRA:
                 "epochs": ("INT", {"default": 10, "min": 1, "max": 10000}),
                 "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
                 "gradient_accumulation": ("INT", {"default": 1, "min": 1, "max": 256}),
-                "resolution": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 64, "tooltip": "0 = the model family's native size (512 SD1.5, 768 SD2-v, 1024 SDXL)"}),
+                "resolution": ("INT", {"default": 0, "min": 0, "max": 4096, "step": 8, "tooltip": "0 = the model family's native size (512 SD1.5, 768 SD2-v, 1024 SDXL, 32 toy world); a multiple of 64 for SD models"}),
                 "unet_lr": ("FLOAT", {"default": 1e-4, "min": 0.0, "max": 10.0, "step": 1e-6, "round": False}),
                 "text_encoder_lr": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 10.0, "step": 1e-6, "round": False, "tooltip": "0 = text encoder frozen"}),
                 "optimizer": (OPTIMIZERS, {"default": "AdamW"}),

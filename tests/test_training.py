@@ -189,7 +189,7 @@ def test_same_seed_gives_the_same_lora(sd15, tmp_path):
 @pytest.mark.parametrize("overrides,message", [
     (dict(unet_lr=5.0), "unet_lr"),
     (dict(unet_lr=0.0, text_encoder_lr=0.0), "nothing would train"),
-    (dict(resolution=100), "multiple of 64"),
+    (dict(resolution=100), "multiple of 64 for sd15"),
     (dict(optimizer="AdamW8bit"), "AdamW8bit needs an NVIDIA GPU"),
 ])
 def test_bad_settings_are_refused_with_the_setting_named(sd15, tmp_path, comfy_dirs, overrides, message):

@@ -71,6 +71,7 @@ class Trainer:
         self.state_dir = state_dir
         self.family: Family = detect_family(model)
         self.resolution = settings.resolution or self.family.native_resolution
+        self._check_resolution()
         self.device = mm.get_torch_device()
         with torch.inference_mode(False):  # nodes run in inference mode; the optimizer state must be trainable
             self.resume = load_run_state(resume_from) if resume_from else None
@@ -80,6 +81,13 @@ class Trainer:
             self._check_continuable(initial_lora)
 
     # ------------------------------------------------------------------ setup
+
+    def _check_resolution(self) -> None:
+        """Buckets step in the family's latent grid (64 px for SD, 8 px for the toy world), as kohya's do."""
+        step = self.family.bucket_step
+        if self.resolution % step or self.resolution < step:
+            raise SettingsError(f"resolution {self.resolution} must be a multiple of {step} for {self.family.name} models "
+                                f"(e.g. {self.family.native_resolution}; 0 = native size).")
 
     def _check_resumable(self, state: RunState) -> None:
         differing = [name for name, value in self.settings.as_dict().items()

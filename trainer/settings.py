@@ -61,10 +61,8 @@ class TrainingSettings:
             raise SettingsError(f"validation_split must be in [0, 1) (got {self.validation_split}).")
         if not 0 <= self.caption_dropout <= 1:
             raise SettingsError(f"caption_dropout must be in [0, 1] (got {self.caption_dropout}).")
-        if self.resolution and self.resolution % 64:
-            raise SettingsError(f"resolution {self.resolution} must be a multiple of 64 (e.g. 512, 768, 1024).")
-        if self.resolution and self.resolution < 64:
-            raise SettingsError(f"resolution {self.resolution} is too small: use at least 64.")
+        if self.resolution < 0:
+            raise SettingsError(f"resolution {self.resolution} is negative: use 0 for the model's native size.")
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
         value = getattr(self, name)
