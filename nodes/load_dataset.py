@@ -12,6 +12,7 @@ from ..trainer.families import detect_family
 from .types import CATEGORY, DATASET
 
 DEFAULT_RESOLUTION = 512
+DEFAULT_BUCKET_STEP = 64
 
 
 class LoadDataset:
@@ -58,7 +59,7 @@ class LoadDataset:
     def load(self, path, repeats, caption_extension, class_tokens, regularization_path="", base_resolution=0,
              model=None, batch_size=1, trigger_word="", epochs=10, clip=None):
         input_directory = folder_paths.get_input_directory()
-        resolution, resolution_source = _base_resolution(base_resolution, model)
+        resolution, bucket_step, resolution_source = _base_resolution(base_resolution, model)
         loaded = load_dataset(
             resolve_dataset_path(path, input_directory),
             repeats=repeats,
@@ -67,6 +68,7 @@ class LoadDataset:
             regularization_root=resolve_dataset_path(regularization_path, input_directory)
             if regularization_path.strip() else None,
             base_resolution=resolution,
+            bucket_step=bucket_step,
         )
         report = build_report(loaded, batch_size=batch_size, epochs=epochs, trigger_word=trigger_word,
                               count_tokens=clip_token_counter(clip), resolution_source=resolution_source)
@@ -75,13 +77,17 @@ class LoadDataset:
         return {"ui": {"text": [text]}, "result": (dataset, text)}
 
 
-def _base_resolution(requested: int, model) -> tuple[int, str]:
+def _base_resolution(requested: int, model) -> tuple[int, int, str]:
+    """(resolution, bucket step, where the resolution came from): a connected model's family decides both."""
+    family, problem = None, "; connect a MODEL or set base_resolution"
+    if model is not None:
+        try:
+            family = detect_family(model)
+        except SettingsError as error:
+            problem = f": {error}"
+    step = family.bucket_step if family else DEFAULT_BUCKET_STEP
     if requested:
-        return requested, "set on the node"
-    if model is None:
-        return DEFAULT_RESOLUTION, "default; connect a MODEL or set base_resolution"
-    try:
-        family = detect_family(model)
-    except SettingsError as error:
-        return DEFAULT_RESOLUTION, f"default: {error}"
-    return family.native_resolution, f"native size of the connected {family.name} model"
+        return requested, step, "set on the node"
+    if family is None:
+        return DEFAULT_RESOLUTION, step, f"default{problem}"
+    return family.native_resolution, step, f"native size of the connected {family.name} model"

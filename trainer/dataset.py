@@ -35,6 +35,7 @@ class LoraDataset:
     images: tuple[DatasetImage, ...]
     caption_extension: str = ".txt"
     base_resolution: int = 512
+    bucket_step: int = 64  # the model family's bucket grid (8 px for the toy world), for the report's buckets
     report: str = ""
 
     @property

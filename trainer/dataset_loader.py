@@ -165,7 +165,8 @@ def discover_folders(root: pathlib.Path, *, repeats: int, class_tokens: str, is_
 
 
 def load_dataset(root: pathlib.Path, *, repeats: int, caption_extension: str = ".txt", class_tokens: str = "",
-                 regularization_root: pathlib.Path | None = None, base_resolution: int = 512) -> LoadedDataset:
+                 regularization_root: pathlib.Path | None = None, base_resolution: int = 512,
+                 bucket_step: int = 64) -> LoadedDataset:
     """Read a dataset folder (and optionally a regularization folder of the same layout).
 
     Unreadable images are skipped and listed; raises DatasetError only when nothing usable remains
@@ -176,6 +177,9 @@ def load_dataset(root: pathlib.Path, *, repeats: int, caption_extension: str = "
                            f"use one of {CAPTION_EXTENSIONS}.")
     if repeats < 1:
         raise DatasetError(f"repeats is {repeats}; it must be at least 1.")
+    if base_resolution % bucket_step or base_resolution < bucket_step:
+        raise DatasetError(f"base_resolution {base_resolution} must be a multiple of {bucket_step} for this model "
+                           "(e.g. 512, 768, 1024); 0 takes the connected model's native size.")
     layout, folders, notices = discover_folders(root, repeats=repeats, class_tokens=class_tokens)
     if regularization_root is not None:
         _, regularization_folders, regularization_notices = discover_folders(
@@ -206,7 +210,7 @@ def load_dataset(root: pathlib.Path, *, repeats: int, caption_extension: str = "
         raise DatasetError(f"The dataset folder {root} has no usable images."
                            + (f" Every image failed to load:{listed}" if skipped else f"\n{EXPECTED_LAYOUT}"))
     dataset = LoraDataset(root=root, images=tuple(images), caption_extension=caption_extension,
-                          base_resolution=base_resolution)
+                          base_resolution=base_resolution, bucket_step=bucket_step)
     return LoadedDataset(dataset=dataset, layout=layout, folders=folders, image_counts=image_counts, facts=facts,
                          skipped=skipped, notices=notices)
 

@@ -133,7 +133,7 @@ def build_report(loaded: LoadedDataset, *, batch_size: int = 1, epochs: int = 10
     training = dataset.training_images
     count_tokens = count_tokens or clip_token_counter()
     resolution = dataset.base_resolution
-    buckets = make_buckets(resolution)
+    buckets = make_buckets(resolution, dataset.bucket_step)
     findings = [Finding(n.code, n.message, n.paths, n.severity) for n in loaded.notices]
     findings += _skipped_findings(loaded)
     findings += caption_findings(dataset.images, trigger_word, count_tokens)
@@ -153,7 +153,7 @@ def build_report(loaded: LoadedDataset, *, batch_size: int = 1, epochs: int = 10
         base_resolution=resolution,
         resolution_source=resolution_source,
         bucket_counts=dict(collections.Counter(nearest_bucket(i.width, i.height, buckets) for i in training)),
-        bucket_limits=default_side_limits(resolution),
+        bucket_limits=default_side_limits(resolution, dataset.bucket_step),
         sizes=[(image.width, image.height) for image in dataset.images],
         caption_counts=dict(collections.Counter(_caption_source(image) for image in dataset.images)),
         longest_caption_tokens=max((count_tokens(image.caption) for image in dataset.images), default=0),
@@ -165,7 +165,7 @@ def build_report(loaded: LoadedDataset, *, batch_size: int = 1, epochs: int = 10
 def steps_per_epoch(dataset: LoraDataset, batch_size: int) -> int:
     """Optimizer steps in one epoch as the trainer forms them: every image `repeats` times (regularization
     images included), each batch from a single bucket, so a part-filled batch per bucket counts as a step."""
-    buckets = make_buckets(dataset.base_resolution)
+    buckets = make_buckets(dataset.base_resolution, dataset.bucket_step)
     per_bucket: collections.Counter[Bucket] = collections.Counter()
     for image in dataset.images:
         per_bucket[nearest_bucket(image.width, image.height, buckets)] += image.repeats
