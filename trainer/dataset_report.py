@@ -71,6 +71,7 @@ class DatasetReport:
     resolution_source: str
     bucket_counts: dict[Bucket, int]
     bucket_limits: tuple[int, int]
+    bucket_step: int
     sizes: list[tuple[int, int]]
     caption_counts: dict[str, int]  # "file", "class tokens", "none"
     longest_caption_tokens: int
@@ -112,7 +113,7 @@ class DatasetReport:
         lines.append(f"Resolution: {self.base_resolution} px ({self.resolution_source}). {_size_summary(self.sizes)}")
         plan = ", ".join(f"{w}x{h}: {count}" for (w, h), count in
                          sorted(self.bucket_counts.items(), key=lambda item: (-item[1], item[0])))
-        lines.append(f"Buckets (64 px steps, sides {self.bucket_limits[0]}-{self.bucket_limits[1]}): {plan}")
+        lines.append(f"Buckets ({self.bucket_step} px steps, sides {self.bucket_limits[0]}-{self.bucket_limits[1]}): {plan}")
         counts = self.caption_counts
         lines.append(f"Captions: {counts.get('file', 0)} from caption files, {counts.get('class tokens', 0)} from "
                      f"class tokens, {counts.get('none', 0)} empty; longest {self.longest_caption_tokens} tokens "
@@ -154,6 +155,7 @@ def build_report(loaded: LoadedDataset, *, batch_size: int = 1, epochs: int = 10
         resolution_source=resolution_source,
         bucket_counts=dict(collections.Counter(nearest_bucket(i.width, i.height, buckets) for i in training)),
         bucket_limits=default_side_limits(resolution, dataset.bucket_step),
+        bucket_step=dataset.bucket_step,
         sizes=[(image.width, image.height) for image in dataset.images],
         caption_counts=dict(collections.Counter(_caption_source(image) for image in dataset.images)),
         longest_caption_tokens=max((count_tokens(image.caption) for image in dataset.images), default=0),
