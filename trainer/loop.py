@@ -180,8 +180,11 @@ class Trainer:
         if not training_images:
             raise DatasetError(f"The dataset at {self.dataset.root} has no training images left.")
         # Before any work: stop now, naming settings that would fit, if the estimated peak memory cannot fit.
-        memory.check_fits(self.unet_patcher, self.clip_for_training, self.unet_adapters, self.text_adapters,
-                          training_images, s, self.resolution, self.family.bucket_step, self.device)
+        estimate = memory.check_fits(self.unet_patcher, self.clip_for_training, self.unet_adapters, self.text_adapters,
+                                     training_images, s, self.resolution, self.family.bucket_step, self.device)
+        # What training needs beside the weights: ComfyUI frees that much when it loads them (unloading the VAE
+        # and a cached-away text encoder from the GPU), as it does for a sampler's activations. RAM is not freed.
+        self.working_memory = 0 if self.device.type == "cpu" else estimate.total - estimate.weights
 
         # Encode every image once with the VAE, at its aspect bucket; the VAE is not needed again.
         self.observer.on_stage("Encoding images with the VAE")
@@ -197,8 +200,9 @@ class Trainer:
             for sample in cached:
                 sample.conds = self._conds_for(sample, sample.image.caption)
 
-        mm.load_models_gpu(self._training_patchers(), force_full_load=True)
+        self._load_for_training()
         self.model_sampling = self.unet_patcher.get_model_object("model_sampling")
+        self.sigma_table = self.model_sampling.sigmas.to(self.device, torch.float32)
         self.prediction = objectives.prediction_type(self.model_sampling)
 
         batches_per_epoch = len(data.epoch_batches(self.samples, s.batch_size, s.seed, 1))
@@ -277,7 +281,7 @@ class Trainer:
     def _micro_step(self, batch: list[int], seed: int) -> float:
         """Forward and backward for one micro-batch; returns its loss."""
         s = self.settings
-        generator = torch.Generator().manual_seed(seed)
+        generator = torch.Generator(self.device).manual_seed(seed)  # noise made where it is used: no copies
         chooser = random.Random(seed)
         samples = [self.samples[index] for index in batch]
 
@@ -288,21 +292,21 @@ class Trainer:
         conds = data.batch_conds([sample.conds or self._conds_for(sample, self._caption_for(sample, chooser)) for sample in samples])
 
         # Forward diffusion: noise (with optional offset) at a uniformly drawn training timestep per sample.
-        noise = torch.randn(latents.shape, generator=generator)
+        noise = torch.randn(latents.shape, generator=generator, device=self.device)
         if s.noise_offset > 0:
-            noise += s.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator)
-        sigmas = objectives.sample_sigmas(self.model_sampling, latents.shape[0], generator).to(self.device)
-        noisy = objectives.noisy_latents(self.model_sampling, sigmas, noise.to(self.device), latents)
+            noise += s.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator,
+                                                  device=self.device)
+        sigmas = objectives.sample_sigmas(self.sigma_table, latents.shape[0], generator)
+        noisy = objectives.noisy_latents(self.model_sampling, sigmas, noise, latents)
 
         # The model predicts; the loss is measured in its own prediction space, min-SNR weighted.
         with self._autocast():
             denoised = self._apply_model(noisy, sigmas, conds)
         losses = objectives.per_sample_loss(denoised, latents, sigmas, self.model_sampling)
         loss = (losses * objectives.min_snr_weight(self.model_sampling, sigmas, s.min_snr_gamma)).mean()
-        if not torch.isfinite(loss):
-            return float("nan")
         scaled = loss / s.gradient_accumulation
         (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        # The step's one device sync, after the backward is queued; a non-finite loss stops the run (caller).
         return loss.item()
 
     def _apply_model(self, noisy: torch.Tensor, sigmas: torch.Tensor, conds: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -374,6 +378,9 @@ class Trainer:
         if self.on_epoch_weights:
             self._hand_over_epoch(epoch, weights)
 
+    def _load_for_training(self) -> None:
+        mm.load_models_gpu(self._training_patchers(), memory_required=self.working_memory, force_full_load=True)
+
     def _training_patchers(self) -> list:
         return [self.unet_patcher] + ([self.clip_for_training.patcher] if self.text_adapters else [])
 
@@ -388,7 +395,7 @@ class Trainer:
         for patcher in patchers:
             patcher.eject_model()
         self.on_epoch_weights(epoch, weights)
-        mm.load_models_gpu(patchers, force_full_load=True)
+        self._load_for_training()
 
     def _kohya_weights(self) -> dict[str, torch.Tensor]:
         weights = {}

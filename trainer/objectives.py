@@ -30,11 +30,14 @@ def prediction_type(model_sampling) -> str:
     raise SettingsError(f"LoRA Lab cannot train a model whose sampling is {type(model_sampling).__name__}.")
 
 
-def sample_sigmas(model_sampling, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """Uniform over the model's training timesteps (kohya's scheme; shifted for flow models by their schedule)."""
-    sigmas = model_sampling.sigmas
-    index = torch.randint(0, len(sigmas), (batch_size,), generator=generator)
-    return sigmas.cpu()[index].float()
+def sample_sigmas(sigma_table: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform over the model's training timesteps (kohya's scheme; shifted for flow models by their schedule).
+
+    `sigma_table` is `model_sampling.sigmas`, kept on the training device with the generator, so drawing
+    costs no host-device copy.
+    """
+    index = torch.randint(0, len(sigma_table), (batch_size,), generator=generator, device=sigma_table.device)
+    return sigma_table[index]
 
 
 def validation_sigmas(model_sampling) -> torch.Tensor:
