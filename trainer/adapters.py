@@ -123,6 +123,20 @@ class AdapterSet:
         return missing
 
 
+def _initialise_in_fp32(wrapper: torch.nn.Module) -> None:
+    """peft creates an adapter in its base layer's dtype, which for fp16- or fp8-stored weights rounds the
+    initial values (fp8 keeps 3 mantissa bits). Such adapters are drawn again in fp32, by peft's own initialiser."""
+    containers = [getattr(wrapper, name) for name in wrapper.adapter_layer_names]
+    if all(tensor.dtype == torch.float32 for container in containers for tensor in container.parameters()):
+        return
+    for container in containers:
+        container.to(torch.float32)
+    if hasattr(wrapper, "reset_lora_parameters"):
+        wrapper.reset_lora_parameters(ADAPTER, True)
+    else:
+        wrapper.reset_adapter_parameters(ADAPTER)
+
+
 def create_adapters(targets: list[Target], names: dict[str, str], root: torch.nn.Module, network: str,
                     rank: int, alpha: float, conv_rank: int, conv_alpha: float) -> AdapterSet:
     """peft adapters for `targets` (paths under `root`), 3x3 convs at conv_rank/conv_alpha."""
@@ -142,7 +156,9 @@ def create_adapters(targets: list[Target], names: dict[str, str], root: torch.nn
             parent_path, _, attribute = target.path.rpartition(".")
             parent = root.get_submodule(parent_path) if parent_path else root
             kohya_name = names[target.path]
-            slots.append(AdapterSlot(kohya_name, parent, attribute, target.module, getattr(holder, f"m{index}")))
+            wrapper = getattr(holder, f"m{index}")
+            _initialise_in_fp32(wrapper)
+            slots.append(AdapterSlot(kohya_name, parent, attribute, target.module, wrapper))
             ranks[kohya_name] = group_rank
             alphas[kohya_name] = group_alpha
     return AdapterSet(network, slots, ranks, alphas)

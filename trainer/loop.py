@@ -148,6 +148,7 @@ class Trainer:
     def run(self) -> TrainingOutcome:
         with torch.inference_mode(False), session.training_flag():
             self.unet_patcher = session.isolated_clone(self.model)
+            session.compute_fp8_weights_in(self.unet_patcher, memory.COMPUTE_DTYPES[self.settings.mixed_precision])
             self.clip_for_training = self.clip.clone() if self.settings.trains_text_encoder else self.clip
             self.unet_adapters, self.text_adapters = self._build_adapters()
             if self.initial_lora is not None and self.resume is None:

@@ -369,17 +369,11 @@ def _scores_materialised() -> bool:
     return attention.optimized_attention.__name__ in MATERIALISED_ATTENTION
 
 
-def check_fits(model_patcher, clip, unet_adapters: AdapterSet | None, text_adapters: AdapterSet | None,
-               images: list[DatasetImage], settings: TrainingSettings, resolution: int, bucket_step: int,
-               device: torch.device) -> MemoryEstimate:
-    """Raise OutOfMemory before any work when the run's estimated peak exceeds the memory it can have.
-
-    On a GPU, available memory is ComfyUI's free memory plus what its loaded models hold (it unloads them to
-    make room), against the whole estimate. On CPU the model's weights are in RAM already, so the rest of the
-    estimate is compared with free RAM. Returns the estimate when it fits.
-    """
-    import comfy.model_management as mm
-
+def training_estimator(model_patcher, clip, unet_adapters: AdapterSet | None, text_adapters: AdapterSet | None,
+                       images: list[DatasetImage], bucket_step: int,
+                       device: torch.device) -> Callable[[TrainingSettings, int], MemoryEstimate]:
+    """`estimate_for(settings, resolution)`: the run's estimated peak on `device`, read from the model as
+    loaded (frozen weights in their storage dtype, so fp8-stored weights count one byte each)."""
     from .session import checkpoint_blocks
 
     diffusion_model = model_patcher.model.diffusion_model
@@ -406,6 +400,21 @@ def check_fits(model_patcher, clip, unet_adapters: AdapterSet | None, text_adapt
         )
         return estimate_peak(profile, work)
 
+    return estimate_for
+
+
+def check_fits(model_patcher, clip, unet_adapters: AdapterSet | None, text_adapters: AdapterSet | None,
+               images: list[DatasetImage], settings: TrainingSettings, resolution: int, bucket_step: int,
+               device: torch.device) -> MemoryEstimate:
+    """Raise OutOfMemory before any work when the run's estimated peak exceeds the memory it can have.
+
+    On a GPU, available memory is ComfyUI's free memory plus what its loaded models hold (it unloads them to
+    make room), against the whole estimate. On CPU the model's weights are in RAM already, so the rest of the
+    estimate is compared with free RAM. Returns the estimate when it fits.
+    """
+    import comfy.model_management as mm
+
+    estimate_for = training_estimator(model_patcher, clip, unet_adapters, text_adapters, images, bucket_step, device)
     estimate = estimate_for(settings, resolution)
     available = mm.get_free_memory(device) + (0 if device.type == "cpu" else _reclaimable_bytes(device))
     if estimate.total <= available:

@@ -39,6 +39,22 @@ def isolated_clone(model_patcher):
     return model_patcher.clone()
 
 
+FP8_STORAGE = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def compute_fp8_weights_in(patcher, dtype: torch.dtype) -> None:
+    """Train an fp8-stored UNet (Load Diffusion Model weight_dtype fp8_*) in the dtype mixed_precision names.
+
+    fp8 is storage only: ComfyUI's manual-cast layers upcast each weight per forward to the model's compute
+    dtype, which ComfyUI picks for inference on the device (fp16 on most GPUs, fp32 on CPU). Training asks
+    for the mixed_precision dtype instead, so fp32 really is fp32 (fp16 without a grad scaler underflows) and
+    the memory estimate's cast weights are what gets cast. An object patch on our clone only: ComfyUI sets
+    it when the clone loads and restores the graph's value when it unloads.
+    """
+    if patcher.model.get_dtype() in FP8_STORAGE:
+        patcher.set_model_compute_dtype(dtype)
+
+
 def _checkpointed_forward(module: torch.nn.Module):
     original = type(module).forward.__get__(module)
 

@@ -109,17 +109,25 @@ def tiny_vae_config(latent_channels: int = 4) -> dict[str, Any]:
 # ---------------------------------------------------------------- assembling ComfyUI objects
 
 
-def assemble_model(model_config: Any, unet_sd: dict[str, torch.Tensor], model_type: Any = None) -> Any:
-    """MODEL as `comfy.sd.load_state_dict_guess_config` builds it, but from a known config."""
+def assemble_model(model_config: Any, unet_sd: dict[str, torch.Tensor], model_type: Any = None,
+                   weight_dtype: torch.dtype = torch.float32) -> Any:
+    """MODEL as `comfy.sd.load_state_dict_guess_config` builds it, but from a known config.
+
+    `weight_dtype` is the storage dtype, chosen as Load Diffusion Model's weight_dtype chooses it
+    (`comfy.sd.load_diffusion_model_state_dict` with model_options["dtype"]): ComfyUI picks the compute
+    dtype for the load device (`unet_manual_cast`), and layers that store another dtype (fp8, or fp16 on
+    CPU) become its manual-cast ops, which upcast each weight per forward.
+    """
     import comfy.model_base
     import comfy.model_management as mm
     import comfy.model_patcher
 
     load_device = mm.get_torch_device()
-    model_config.set_inference_dtype(torch.float32, None)
+    manual_cast = mm.unet_manual_cast(weight_dtype, load_device, model_config.supported_inference_dtypes)
+    model_config.set_inference_dtype(weight_dtype, manual_cast)
     prefixed = {f"model.diffusion_model.{key}": value for key, value in unet_sd.items()}
     if model_type is None:
-        model = model_config.get_model(prefixed, "model.diffusion_model.", device=mm.unet_inital_load_device(0, torch.float32))
+        model = model_config.get_model(prefixed, "model.diffusion_model.", device=mm.unet_inital_load_device(0, weight_dtype))
     else:
         model = comfy.model_base.BaseModel(model_config, model_type=model_type)
     model.load_model_weights(prefixed, "model.diffusion_model.")
@@ -233,8 +241,11 @@ TINY_SD15_UNET = dict(
 )
 
 
-def tiny_sd15(seed: int = 0) -> ModelBundle:
-    """SD1.5 architecture (eps prediction, one CLIP-L-style encoder, conv proj_in) at toy size."""
+def tiny_sd15(seed: int = 0, weight_dtype: torch.dtype = torch.float32) -> ModelBundle:
+    """SD1.5 architecture (eps prediction, one CLIP-L-style encoder, conv proj_in) at toy size.
+
+    `weight_dtype` stores the UNet weights in another dtype, as Load Diffusion Model's weight_dtype does.
+    """
     import comfy.supported_models
 
     config = unet_config(**TINY_SD15_UNET)
@@ -250,10 +261,16 @@ def tiny_sd15(seed: int = 0) -> ModelBundle:
     model_config = comfy.supported_models.SD15(config)
     return ModelBundle(
         family="sd15",
-        model=assemble_model(model_config, split(sd, "unet.")),
+        model=assemble_model(model_config, split(sd, "unet."), weight_dtype=weight_dtype),
         clip=assemble_clip(sd15_clip_target(clip_config), split(sd, "clip.")),
         vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=4),
     )
+
+
+def tiny_sd15_fp8(seed: int = 0) -> ModelBundle:
+    """The tiny SD1.5 with its UNet stored in float8_e4m3fn, as Load Diffusion Model (weight_dtype
+    fp8_e4m3fn) or --fp8_e4m3fn-unet loads it: one byte a weight, upcast per layer to compute."""
+    return tiny_sd15(seed, weight_dtype=torch.float8_e4m3fn)
 
 
 # ---------------------------------------------------------------- a checkpoint ComfyUI detects by itself
