@@ -108,13 +108,16 @@ def test_fp8_storage_trains_like_the_same_weights_in_fp32(fp8_model, tmp_path, c
         assert torch.allclose(from_fp8.weights()[key], value, atol=1e-6), key
 
 
-def test_adapters_start_in_full_precision_on_fp8_weights(fp8_model, tmp_path, comfy_dirs):
+@pytest.mark.parametrize("network", ["LoRA", "LoHa", "LoKr"])
+def test_adapters_start_in_full_precision_on_fp8_weights(fp8_model, tmp_path, comfy_dirs, network):
     """peft would create them in the base layer's dtype: fp8 initial values (3 mantissa bits)."""
     dataset = training_data.captioned_shapes(tmp_path / "data", count=1)
-    lora = runtime.run_node("LoraLabTrainLoRA", **training_data.node_inputs(fp8_model, dataset, epochs=1, unet_lr=1e-12))[2]
-    downs = [value for key, value in lora.weights().items() if key.endswith("lora_down.weight")]
-    assert downs and all(value.dtype == torch.float32 for value in downs)
-    assert all(not torch.equal(value.to(FP8).float(), value) for value in downs), "initial values were rounded to fp8"
+    lora = runtime.run_node("LoraLabTrainLoRA", **training_data.node_inputs(fp8_model, dataset, network=network,
+                                                                             epochs=1, unet_lr=1e-12))[2]
+    tensors = {key: value for key, value in lora.weights().items() if not key.endswith(".alpha")}
+    assert tensors and all(value.dtype == torch.float32 for value in tensors.values())
+    rounded = [key for key, value in tensors.items() if torch.equal(value.to(FP8).float(), value)]
+    assert rounded == [], f"initial values were rounded to fp8: {rounded[:3]}"
 
 
 def test_saved_lora_loads_on_the_fp8_model_with_lora_loader(fp8_model, tmp_path, comfy_dirs):

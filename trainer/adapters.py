@@ -15,6 +15,7 @@ from .targets import Target
 
 ADAPTER = "default"
 LORA_KEYS = {"lora_A": "lora_down.weight", "lora_B": "lora_up.weight"}
+FP8_STORAGE = (torch.float8_e4m3fn, torch.float8_e5m2)  # storage-only dtypes: never computed in
 
 
 def _peft_config(network: str, rank: int, alpha: float, names: list[str]) -> peft.PeftConfig:
@@ -124,10 +125,11 @@ class AdapterSet:
 
 
 def _initialise_in_fp32(wrapper: torch.nn.Module) -> None:
-    """peft creates an adapter in its base layer's dtype, which for fp16- or fp8-stored weights rounds the
-    initial values (fp8 keeps 3 mantissa bits). Such adapters are drawn again in fp32, by peft's own initialiser."""
+    """peft creates an adapter in its base layer's dtype; for fp8-stored weights (Load Diffusion Model
+    weight_dtype fp8_*) that rounds the initial values to 3 mantissa bits. Such adapters are drawn again in
+    fp32, by peft's own initialiser."""
     containers = [getattr(wrapper, name) for name in wrapper.adapter_layer_names]
-    if all(tensor.dtype == torch.float32 for container in containers for tensor in container.parameters()):
+    if not any(tensor.dtype in FP8_STORAGE for container in containers for tensor in container.parameters()):
         return
     for container in containers:
         container.to(torch.float32)

@@ -17,7 +17,7 @@ import comfy.patcher_extension
 import torch
 from comfy.clip_model import CLIPLayer
 
-from .adapters import AdapterSet
+from .adapters import FP8_STORAGE, AdapterSet
 
 log = logging.getLogger(__name__)
 INJECTION_KEY = "loralab_training"
@@ -37,9 +37,6 @@ def isolated_clone(model_patcher):
         except (TypeError, RuntimeError) as error:
             log.warning("LoRA Lab: could not make a non-dynamic copy of the model (%s); training on the dynamic one.", error)
     return model_patcher.clone()
-
-
-FP8_STORAGE = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 def compute_fp8_weights_in(patcher, dtype: torch.dtype) -> None:
