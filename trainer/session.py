@@ -44,9 +44,9 @@ def compute_fp8_weights_in(patcher, dtype: torch.dtype) -> None:
 
     fp8 is storage only: ComfyUI's manual-cast layers upcast each weight per forward to the model's compute
     dtype, which ComfyUI picks for inference on the device (fp16 on most GPUs, fp32 on CPU). Training asks
-    for the mixed_precision dtype instead, so fp32 really is fp32 (fp16 gradients without a grad scaler can underflow) and
-    the memory estimate's cast weights are what gets cast. An object patch on our clone only: ComfyUI sets
-    it when the clone loads and restores the graph's value when it unloads.
+    for the mixed_precision dtype instead, so fp32 really is fp32 (fp16 gradients without a grad scaler can
+    underflow) and the memory estimate's cast weights are what gets cast. An object patch on our clone only:
+    ComfyUI sets it when the clone loads and restores the graph's value when it unloads.
     """
     if patcher.model.get_dtype() in FP8_STORAGE:
         patcher.set_model_compute_dtype(dtype)
