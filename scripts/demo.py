@@ -86,6 +86,9 @@ def main() -> int:
     if args.checkpoint is not None and not args.checkpoint.is_file():
         parser.error(f"--checkpoint {args.checkpoint}: no such file")
     base = args.base_directory.resolve()
+    if args.checkpoint is not None and args.dataset is None and not (base / "input" / "lora_dataset").is_dir():
+        parser.error(f"--checkpoint trains on your images: pass --dataset FOLDER (or put them in "
+                     f"{base / 'input' / 'lora_dataset'})")
     port = free_port()
     cli_args = cli_arguments(args, base, port)
     server = start_comfyui(base, port, cpu=args.checkpoint is None)
