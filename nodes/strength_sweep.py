@@ -52,12 +52,17 @@ class StrengthSweep:
                 "sampler_name": (comfy.samplers.KSampler.SAMPLERS,),
                 "scheduler": (comfy.samplers.KSampler.SCHEDULERS,),
             },
+            "optional": {
+                "filename_prefix": ("STRING", {"default": FILENAME_PREFIX,
+                                               "tooltip": "Where the grid PNG is saved, inside ComfyUI's output folder "
+                                                          "(the workflow is embedded in it, as Save Image does)"}),
+            },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
     def sweep(self, model, clip, vae, lora, prompts: str, negative: str, strengths: str, seeds: str, epochs: str,
               clip_strength_ratio: float, width: int, height: int, steps: int, cfg: float, sampler_name: str,
-              scheduler: str, prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id: str | None = None):
+              scheduler: str, filename_prefix: str = FILENAME_PREFIX, prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id: str | None = None):
         plan = plan_sweep(prompts, seeds, epochs, strengths, lora.epochs, lora.recommended_epoch)
         settings = SamplingSettings(width, height, steps, cfg, sampler_name, scheduler)
         progress = comfy.utils.ProgressBar(1, node_id=unique_id)
@@ -70,7 +75,7 @@ class StrengthSweep:
         grid, layout = render_grid(plan, images)
         details = {**grid_metadata(plan, layout), "negative": negative, "clip_strength_ratio": clip_strength_ratio,
                    "sampler": vars(settings)}
-        entry = save_output_png(to_pil(grid[0]), FILENAME_PREFIX, png_info(prompt, extra_pnginfo, {"loralab_sweep": details}))
+        entry = save_output_png(to_pil(grid[0]), filename_prefix, png_info(prompt, extra_pnginfo, {"loralab_sweep": details}))
         text = plan.describe()
         if lora.recommended_epoch is not None:
             text += f"; recommended epoch: {lora.recommended_epoch} ({lora.recommendation})"

@@ -1,14 +1,15 @@
-"""The demo: start ComfyUI headless with LoRA Lab, run the example pipeline, print where its files went.
+"""The demo: start ComfyUI headless with LoRA Lab, run an example pipeline, print where its files went.
 
-Without --checkpoint it trains on a small random-weight SD1.5-architecture model (so it runs anywhere, in a
-few minutes on a CPU) and the bundled generated dataset; with --checkpoint and a GPU it trains for real.
+By default it teaches LoRA Lab's built-in toy-world model (32x32 coloured shapes) a new concept, `zqx`, a purple
+ring the model never drew, from 20 generated captioned images: the whole run takes about a minute on a CPU, with
+no download, and the Strength Sweep grid shows the ring fading in as the LoRA's strength grows.
+With --checkpoint it runs the SD1.5 pipeline on your checkpoint instead (a GPU is recommended), on --dataset.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import time
@@ -17,17 +18,14 @@ import urllib.request
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from harness.datasets import make_sample_dataset  # noqa: E402  (generated data, no download)
 from harness.server import free_port  # noqa: E402
 from loralab_cli.main import main as cli_main  # noqa: E402
+from trainer.toy_world.concept_dataset import write_concept_dataset  # noqa: E402  (generated data, no download)
 
-WORKFLOW = REPO / "example_workflows" / "api" / "loralab_sd15_pipeline.json"
-CPU_SETTINGS = ["Train LoRA.epochs=2", "Train LoRA.resolution=64", "Train LoRA.rank=4", "Train LoRA.mixed_precision=fp32",
-                "Train LoRA.unet_lr=0.001", "Train LoRA.text_encoder_lr=0", "Train LoRA.sample_every_n_epochs=1",
-                "Train LoRA.caption_shuffle=false", "Load Dataset.repeats=2", "Load Dataset.epochs=2",
-                "Save LoRA.epochs=all", "Strength Sweep.width=64", "Strength Sweep.height=64", "Strength Sweep.steps=4",
-                "Strength Sweep.strengths=0, 0.5, 1.0", "Strength Sweep.epochs=all",
-                "Strength Sweep.prompts=ohwx, red circle, white background"]
+EXAMPLES = REPO / "example_workflows" / "api"
+TOY_WORKFLOW = EXAMPLES / "loralab_toy_world_demo.json"
+SD15_WORKFLOW = EXAMPLES / "loralab_sd15_pipeline.json"
+CONCEPT_FOLDER = "loralab_zqx"  # inside ComfyUI's input folder, as the toy-world example names it
 
 
 def start_comfyui(base: pathlib.Path, port: int, cpu: bool) -> subprocess.Popen:
@@ -50,36 +48,51 @@ def start_comfyui(base: pathlib.Path, port: int, cpu: bool) -> subprocess.Popen:
     sys.exit(f"ComfyUI did not start; see {base / 'comfyui.log'}")
 
 
+def concept_dataset(base: pathlib.Path) -> pathlib.Path:
+    """The generated zqx dataset in ComfyUI's input folder, written on the first run and reused (never overwritten)."""
+    folder = base / "input" / CONCEPT_FOLDER
+    if not folder.exists():
+        print(f"writing the generated zqx dataset (20 captioned images) to {folder}", flush=True)
+        write_concept_dataset(folder, count=20)
+    return folder
+
+
+def cli_arguments(args: argparse.Namespace, base: pathlib.Path, port: int) -> list[str]:
+    """The command line for loralab_cli: the toy-world example, or the SD1.5 one on the given checkpoint."""
+    server = ["--server", f"http://127.0.0.1:{port}"]
+    if args.checkpoint is None:
+        if args.dataset is None:  # the example's Load Dataset already names this folder of the input folder
+            concept_dataset(base)
+            return [str(TOY_WORKFLOW), *server]
+        return [str(TOY_WORKFLOW), *server, "--dataset", str(args.dataset)]
+    checkpoints = base / "models" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    if not (checkpoints / args.checkpoint.name).exists():
+        (checkpoints / args.checkpoint.name).symlink_to(args.checkpoint.resolve())
+    command = [str(SD15_WORKFLOW), *server, "--set", f"Load Checkpoint.ckpt_name={args.checkpoint.name}"]
+    return command + (["--dataset", str(args.dataset)] if args.dataset else [])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", type=pathlib.Path, help="a real SD1.5 checkpoint to train on (GPU recommended)")
-    parser.add_argument("--dataset", type=pathlib.Path, help="your own dataset folder instead of the generated one")
+    parser.add_argument("--checkpoint", type=pathlib.Path,
+                        help="a real SD1.5 checkpoint: run the SD1.5 pipeline example on it (GPU recommended)")
+    parser.add_argument("--dataset", type=pathlib.Path,
+                        help="your own dataset folder instead of the generated zqx one (with --checkpoint: instead of "
+                             "ComfyUI/input/lora_dataset)")
     parser.add_argument("--base-directory", type=pathlib.Path,
                         default=pathlib.Path(os.environ.get("LORALAB_HOME", pathlib.Path.home() / ".cache/comfyui-lora-lab")) / "demo")
     args = parser.parse_args()
-    base = args.base_directory
-    checkpoints = base / "models" / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    if args.checkpoint:
-        name = args.checkpoint.name
-        if not (checkpoints / name).exists():
-            (checkpoints / name).symlink_to(args.checkpoint.resolve())
-    else:
-        name = "loralab-demo-random-sd15.safetensors"
-        if not (checkpoints / name).exists():
-            print("building a random-weight SD1.5-architecture checkpoint (once, about 1 GB)...", flush=True)
-            script = "from harness import runtime, models; runtime.boot(); print(models.detectable_sd15_checkpoint())"
-            built = subprocess.run([sys.executable, "-c", script], cwd=REPO / "tests", capture_output=True, text=True, check=True)
-            shutil.copyfile(built.stdout.strip().splitlines()[-1], checkpoints / name)
-    dataset = args.dataset or make_sample_dataset(base / "input" / "loralab_demo_dataset", count=6, size=64, repeats=2)
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        parser.error(f"--checkpoint {args.checkpoint}: no such file")
+    base = args.base_directory.resolve()
+    if args.checkpoint is not None and args.dataset is None and not (base / "input" / "lora_dataset").is_dir():
+        parser.error(f"--checkpoint trains on your images: pass --dataset FOLDER (or put them in "
+                     f"{base / 'input' / 'lora_dataset'})")
     port = free_port()
+    cli_args = cli_arguments(args, base, port)
     server = start_comfyui(base, port, cpu=args.checkpoint is None)
     try:
-        settings = [] if args.checkpoint else CPU_SETTINGS
-        cli_args = [str(WORKFLOW), "--server", f"http://127.0.0.1:{port}", "--set", f"Load Checkpoint.ckpt_name={name}",
-                    "--dataset", str(dataset)]
-        for setting in settings:
-            cli_args += ["--set", setting]
         status = cli_main(cli_args)
     finally:
         server.terminate()

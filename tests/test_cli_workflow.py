@@ -46,7 +46,7 @@ def test_each_dataset_gets_its_own_run_and_file_names(tmp_path):
     assert runs[0].workflow["2"]["inputs"]["path"] == str(local.resolve())
     assert runs[1].workflow["2"]["inputs"]["path"] == "on-server/dog"  # not here: the server resolves it
     assert runs[2].workflow["5"]["inputs"]["filename_prefix"] == "loralab/ohwx_dog_2"
-    assert runs[2].workflow["7"]["inputs"]["filename_prefix"] == "loralab/ohwx_sweep_dog_2"
+    assert runs[2].workflow["6"]["inputs"]["filename_prefix"] == "loralab/ohwx_sweep_dog_2"  # Strength Sweep's grid
     assert workflow["5"]["inputs"]["filename_prefix"] == "loralab/ohwx"  # the loaded workflow is left alone
 
 

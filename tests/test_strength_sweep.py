@@ -70,9 +70,12 @@ def test_each_cell_equals_lora_loader_with_the_saved_file(sd15, trained, comfy_d
     details = json.loads(Image.open(comfy_dirs["output"] / entry["subfolder"] / entry["filename"]).text["loralab_sweep"])
     assert [(c["epoch"], c["seed"], c["strength"]) for c in details["cells"]] == [
         (epoch, seed, strength) for epoch in (1, 2) for seed in (1, 2) for strength in (0.0, 0.5, 1.0)]
+    scale = details["cell_scale"]
+    assert scale == 2, "64 px cells are enlarged 2x in the grid, nearest neighbour"
     for cell in details["cells"]:
         left, top, right, bottom = cell["box"]
-        assert torch.equal(grid[0, top:bottom, left:right], images[cell["index"]])
+        assert (right - left, bottom - top) == (128, 128)
+        assert torch.equal(grid[0, top:bottom:scale, left:right:scale], images[cell["index"]])
         expected = lora_loader_image(sd15, f"sweep-e{cell['epoch']}.safetensors", cell["strength"], cell["strength"] * 0.5,
                                      cell["seed"])
         assert torch.equal(images[cell["index"]], expected[0]), cell
@@ -117,6 +120,14 @@ def test_epochs_best_renders_the_recorded_epoch(sd15, trained, comfy_dirs):
         run_sweep(sd15, trained, epochs="5")
 
 
+def test_filename_prefix_names_the_grid_file(sd15, trained, comfy_dirs):
+    """Save Image's naming, so the command line can give each dataset's grid its own name."""
+    result = run_sweep(sd15, trained, strengths="1", seeds="1", epochs="final", filename_prefix="loralab/ohwx_sweep_cat")
+    (entry,) = result.ui["images"]
+    assert entry["subfolder"] == "loralab" and entry["filename"].startswith("ohwx_sweep_cat_")
+    assert (comfy_dirs["output"] / "loralab" / entry["filename"]).is_file()
+
+
 def test_grid_png_embeds_the_workflow_and_previews_on_the_node(sd15, trained, comfy_dirs):
     workflow = {"nodes": [{"id": 9, "type": "LoraLabStrengthSweep"}]}
     api_prompt = {"9": {"class_type": "LoraLabStrengthSweep", "inputs": {}}}
@@ -128,7 +139,7 @@ def test_grid_png_embeds_the_workflow_and_previews_on_the_node(sd15, trained, co
     details = json.loads(png.text["loralab_sweep"])
     assert details["sampler"]["steps"] == 2 and details["negative"] == NEGATIVE
     assert png.size == (result[0].shape[2], result[0].shape[1])
-    saved_cell = png.crop(tuple(details["cells"][1]["box"]))
+    saved_cell = png.crop(tuple(details["cells"][1]["box"])).reduce(details["cell_scale"])  # blocks of equal pixels
     assert list(saved_cell.getdata()) == list(image_files.to_pil(result[1][1]).getdata()), "the PNG holds SaveImage's pixels"
     assert "recommended epoch: 2" in result.ui["text"][0]
     assert not list((comfy_dirs["output"] / entry["subfolder"]).glob("*.partial"))

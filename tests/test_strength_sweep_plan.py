@@ -102,9 +102,9 @@ def distinct_cells(count: int, size: int = 64) -> torch.Tensor:
 
 def test_grid_holds_every_cell_untouched_at_its_box():
     the_plan = plan()
-    images = distinct_cells(24)
+    images = distinct_cells(24, size=128)
     grid, layout = grid_image.render_grid(the_plan, images)
-    assert grid.shape == (1, layout.height, layout.width, 3)
+    assert grid.shape == (1, layout.height, layout.width, 3) and layout.cell_scale == 1
     for cell in the_plan.cells():
         left, top, right, bottom = layout.cell_region(cell.index)
         assert torch.equal(grid[0, top:bottom, left:right], images[cell.index])
@@ -112,8 +112,28 @@ def test_grid_holds_every_cell_untouched_at_its_box():
     boxes = layout.boxes
     assert len(set(boxes)) == 24
     assert boxes[0][0] < boxes[1][0] < boxes[2][0] < boxes[3][0] and boxes[0][1] < boxes[6][1] < boxes[12][1]
-    assert boxes[3][0] - boxes[2][0] > 64, "seed blocks are separated by a gap"
-    assert layout.width == boxes[5][0] + 64 + layout.font_size // 2
+    assert boxes[3][0] - boxes[2][0] > 128, "seed blocks are separated by a gap"
+    assert layout.width == boxes[5][0] + 128 + layout.font_size // 2
+
+
+@pytest.mark.parametrize("width, height, scale", [(32, 32, 4), (64, 48, 3), (120, 200, 2)])
+def test_small_cells_are_enlarged_by_a_whole_factor_in_the_grid_only(width, height, scale):
+    """A 32 px toy-world image is shown as 128 px of clean 4x4 blocks; the `images` batch itself stays native."""
+    the_plan = plan()
+    images = torch.rand((24, height, width, 3), generator=torch.Generator().manual_seed(1)) * 0.8
+    grid, layout = grid_image.render_grid(the_plan, images)
+    assert layout.cell_scale == scale and (layout.cell_width, layout.cell_height) == (width * scale, height * scale)
+    assert min(layout.cell_width, layout.cell_height) >= grid_image.MIN_CELL_SIDE
+    for cell in the_plan.cells():
+        left, top, right, bottom = layout.cell_region(cell.index)
+        shown = grid[0, top:bottom, left:right]
+        assert shown.shape == (height * scale, width * scale, 3)
+        for dy in range(scale):
+            for dx in range(scale):
+                assert torch.equal(shown[dy::scale, dx::scale], images[cell.index]), "every pixel is a scale x scale block"
+    details = grid_image.grid_metadata(the_plan, layout)
+    assert details["cell_scale"] == scale and details["cells"][5]["box"] == list(layout.cell_region(5))
+    assert layout.font_size == grid_image.font_size_for(layout.cell_width, layout.cell_height), "labels follow the shown size"
 
 
 def ink(image: Image.Image, box: tuple[int, int, int, int]) -> int:

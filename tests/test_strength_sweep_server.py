@@ -73,7 +73,7 @@ def fetch_png(server: ComfyServer, entry: dict) -> Image.Image:
 def grid_cell(grid: Image.Image, epoch: int, seed: int, strength: float) -> Image.Image:
     details = json.loads(grid.text["loralab_sweep"])
     (cell,) = [c for c in details["cells"] if (c["epoch"], c["seed"], c["strength"]) == (epoch, seed, strength)]
-    return grid.crop(tuple(cell["box"]))
+    return grid.crop(tuple(cell["box"])).reduce(details["cell_scale"])  # the sampled pixels, each one a square block
 
 
 def dark_pixels(image: Image.Image, box: tuple[int, int, int, int]) -> int:
@@ -97,7 +97,8 @@ def test_train_then_sweep_gives_a_labelled_grid_equal_to_stock_sampling(server):
     details = json.loads(grid.text["loralab_sweep"])
     assert (details["strengths"], details["seeds"], details["epochs"]) == ([0.0, 0.5, 1.0], [1, 2], [1, 2])
     boxes = [cell["box"] for cell in details["cells"]]
-    assert len(boxes) == 12 and all(right - left == 64 and bottom - top == 64 for left, top, right, bottom in boxes)
+    assert details["cell_scale"] == 2, "64 px cells are shown at 128 px"
+    assert len(boxes) == 12 and all(right - left == 128 and bottom - top == 128 for left, top, right, bottom in boxes)
     assert len({box[0] for box in boxes}) == 6 and len({box[1] for box in boxes}) == 2
     assert grid.width > max(box[2] for box in boxes) and grid.height > max(box[3] for box in boxes)
     first_left, first_top = boxes[0][0], boxes[0][1]

@@ -2,11 +2,12 @@
 
 Labels are drawn with PIL at a size that follows the cell size (at least 14 px), so they stay readable
 when the grid is viewed whole. The cells are pasted as float tensors, untouched, so a cell of the grid
-is exactly the image in the `images` batch.
+is exactly the image in the `images` batch; cells smaller than MIN_CELL_SIDE (the toy world's 32 px) are
+first enlarged by a whole factor, nearest neighbour, so each of their pixels becomes a clean square block.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,11 +22,15 @@ BEST = (0, 120, 60)
 BAND = (232, 232, 232)
 MIN_FONT, MAX_FONT = 14, 64
 MAX_PROMPT_LINES = 3
+MIN_CELL_SIDE = 128  # smaller cells are enlarged in the grid image: a 32 px image is a speck next to its labels
 
 
 @dataclass(frozen=True)
 class GridLayout:
-    """Where everything lies in the grid image; `boxes` are the cells' top-left corners in reading order."""
+    """Where everything lies in the grid image; `boxes` are the cells' top-left corners in reading order.
+
+    `cell_width`/`cell_height` are the cells' size in the grid, `cell_scale` times the sampled images' size.
+    """
 
     width: int
     height: int
@@ -33,6 +38,7 @@ class GridLayout:
     cell_height: int
     font_size: int
     boxes: tuple[tuple[int, int], ...]
+    cell_scale: int = 1
 
     def cell_region(self, index: int) -> tuple[int, int, int, int]:
         """(left, top, right, bottom) of cell `index`, for cropping."""
@@ -45,15 +51,23 @@ def font_size_for(cell_width: int, cell_height: int) -> int:
     return max(MIN_FONT, min(MAX_FONT, min(cell_width, cell_height) // 12))
 
 
+def cell_scale_for(image_width: int, image_height: int) -> int:
+    """The whole factor that brings the shorter side of a cell to at least MIN_CELL_SIDE (1 for larger images)."""
+    return max(1, -(-MIN_CELL_SIDE // min(image_width, image_height)))
+
+
 def render_grid(plan: SweepPlan, images: torch.Tensor) -> tuple[torch.Tensor, GridLayout]:
     """The labelled grid as a ComfyUI IMAGE [1, H, W, 3]; `images` is the sweep's batch in reading order."""
-    count, cell_height, cell_width, _ = images.shape
+    count, image_height, image_width, _ = images.shape
     if count != len(plan.cells()):
         raise ValueError(f"render_grid got {count} images for a plan of {len(plan.cells())} cells")
-    canvas, layout = draw_labels(plan, cell_width, cell_height)
+    scale = cell_scale_for(image_width, image_height)
+    canvas, layout = draw_labels(plan, image_width * scale, image_height * scale)
+    layout = replace(layout, cell_scale=scale)
     grid = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0).to(images.dtype)
+    cells = images.cpu().repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     for index, (left, top) in enumerate(layout.boxes):
-        grid[top:top + cell_height, left:left + cell_width] = images[index].cpu()
+        grid[top:top + layout.cell_height, left:left + layout.cell_width] = cells[index]
     return grid[None], layout
 
 
@@ -157,7 +171,7 @@ def grid_metadata(plan: SweepPlan, layout: GridLayout) -> dict:
     """What each cell of the grid shows and where it lies, for the PNG's text chunk (tools and tests read it)."""
     return {
         "prompts": list(plan.prompts), "seeds": list(plan.seeds), "epochs": list(plan.epochs),
-        "strengths": list(plan.strengths), "recommended_epoch": plan.recommended_epoch,
+        "strengths": list(plan.strengths), "recommended_epoch": plan.recommended_epoch, "cell_scale": layout.cell_scale,
         "cells": [{"index": cell.index, "prompt": plan.prompts.index(cell.prompt), "seed": cell.seed, "epoch": cell.epoch,
                    "strength": cell.strength, "box": list(layout.cell_region(cell.index))} for cell in plan.cells()],
     }
