@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import folder_paths
@@ -11,6 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from .atomic_files import write_atomically
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -44,16 +45,8 @@ def save_output_png(image: Image.Image, filename_prefix: str, info: PngInfo | No
         filename_prefix, folder_paths.get_output_directory(), image.width, image.height)
     os.makedirs(folder, exist_ok=True)
     filename = f"{name}_{counter:05}_.png"
-    descriptor, partial = tempfile.mkstemp(prefix=f".{filename}.", suffix=".partial", dir=folder)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            image.save(handle, format="PNG", pnginfo=info, compress_level=4)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, os.path.join(folder, filename))
-    except BaseException:
-        os.unlink(partial)
-        raise
+    write_atomically(os.path.join(folder, filename),
+                     lambda stream: image.save(stream, format="PNG", pnginfo=info, compress_level=4))
     return {"filename": filename, "subfolder": subfolder, "type": "output"}
 
 

@@ -6,14 +6,12 @@ Without `overwrite`, an existing file is never replaced: the run gets the next f
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
 import pathlib
 import pickle
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -21,6 +19,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from . import atomic_files
 from .errors import LoraFileError, SettingsError
 from .lora_metadata import build_metadata
 from .trained_lora import TrainedLora
@@ -154,17 +153,10 @@ def serialize_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -
 
 
 def write_atomically(path: pathlib.Path, data: bytes, overwrite: bool) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then move it into place in one step."""
-    temporary = None
+    """Write a LoRA file whole or not at all (see atomic_files), with errors that say what to do."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Hidden, and with a suffix ComfyUI does not list, so LoraLoader never offers a half-written file.
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        _publish(pathlib.Path(temporary), path, overwrite)
+        atomic_files.write_atomically(path, lambda stream: stream.write(data), overwrite=overwrite)
     except FileExistsError as error:
         raise LoraFileError(
             f"{error.filename2 or error.filename or path} already exists and was left untouched; save again to pick a free name "
@@ -175,23 +167,6 @@ def write_atomically(path: pathlib.Path, data: bytes, overwrite: bool) -> None:
             f"Could not write {path}: {error.strerror or error}. Check the free space and permissions of {path.parent}; "
             "no partial file was left behind."
         ) from error
-    finally:
-        if temporary is not None and os.path.exists(temporary):
-            os.unlink(temporary)
-
-
-def _publish(temporary: pathlib.Path, path: pathlib.Path, overwrite: bool) -> None:
-    if overwrite:
-        os.replace(temporary, path)
-        return
-    try:
-        os.link(temporary, path)  # fails if `path` exists, even if it appeared a moment ago
-    except FileExistsError:
-        raise
-    except OSError:  # file systems without hard links (FAT, some network shares): check, then rename
-        if path.exists():
-            raise FileExistsError(errno.EEXIST, "File exists", str(path))
-        os.replace(temporary, path)
 
 
 def save_lora_files(lora: TrainedLora, loras_root: str | os.PathLike, prefix: str, epochs: str, dtype: str,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from dataclasses import dataclass
 
+from ..atomic_files import write_atomically
 from ..dataset_loader import read_caption
 
 MODES = ("fill_missing", "overwrite", "memory_only")
@@ -60,15 +60,5 @@ def back_up(path: pathlib.Path) -> pathlib.Path:
 
 
 def write_text_atomically(path: pathlib.Path, text: str) -> None:
-    """UTF-8 (no BOM) to a temporary file beside `path`, flushed, then renamed over it."""
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="\n", dir=path.parent,
-                                         prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        pathlib.Path(handle.name).unlink(missing_ok=True)
-        raise
+    """UTF-8 (no BOM, newlines as given), whole or not at all."""
+    write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))

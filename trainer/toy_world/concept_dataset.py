@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ..atomic_files import write_atomically
 from ..errors import DatasetError
 from . import scenes
 
@@ -53,12 +54,8 @@ def write_concept_dataset(folder: str | os.PathLike, count: int = 20, seed: int 
     for index, name in enumerate(names):
         background = CONCEPT_BACKGROUNDS[index % len(CONCEPT_BACKGROUNDS)]
         image = scenes.render(scenes.named_scene(CONCEPT.colour, CONCEPT.shape, background, rng))
-        _write_atomically(target / f"{name}.png", lambda path: Image.fromarray(image).save(path, format="PNG"))
-        _write_atomically(target / f"{name}.txt", lambda path: path.write_text(CONCEPT.caption(background) + "\n"))
+        caption = CONCEPT.caption(background) + "\n"
+        write_atomically(target / f"{name}.png", lambda stream: Image.fromarray(image).save(stream, format="PNG"), overwrite=False)
+        write_atomically(target / f"{name}.txt", lambda stream: stream.write(caption.encode("utf-8")), overwrite=False)
     return root
 
-
-def _write_atomically(path: pathlib.Path, write) -> None:
-    partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
