@@ -21,6 +21,7 @@ import torch
 
 from . import atomic_files
 from .errors import LoraFileError, SettingsError
+from .filename_prefix import prefix_parts
 from .lora_metadata import build_metadata
 from .trained_lora import TrainedLora
 
@@ -29,7 +30,6 @@ logger = logging.getLogger(__name__)
 LORA_SUFFIX = ".safetensors"
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".bin"}
-_RESERVED_CHARACTERS = re.compile(r'[<>:"|?*\x00-\x1f]')  # not allowed in Windows file names
 _LEGACY_HASH_OFFSET = 0x100000  # kohya's addnet_hash_legacy: 64 KiB at 1 MiB
 _LEGACY_HASH_LENGTH = 0x10000
 
@@ -68,23 +68,10 @@ class SavedLora:
 def resolve_output_name(loras_root: str | os.PathLike, prefix: str) -> OutputName:
     """Turn a `filename_prefix` such as `loralab/my_lora` into a place inside the loras folder, or refuse it."""
     root = pathlib.Path(os.path.abspath(loras_root))
-    cleaned = prefix.strip().replace("\\", "/")
+    cleaned = prefix.strip()
     if cleaned.lower().endswith(LORA_SUFFIX):
         cleaned = cleaned[: -len(LORA_SUFFIX)]
-    parts = [part for part in cleaned.split("/") if part not in ("", ".")]
-    if cleaned.startswith("/") or pathlib.PureWindowsPath(cleaned).drive or ".." in parts:
-        raise SettingsError(
-            f"filename_prefix {prefix!r} points outside the loras folder {root}. "
-            "Use a relative name such as 'loralab/my_lora' (subfolders are fine, '..' and absolute paths are not)."
-        )
-    if not parts or cleaned.endswith("/"):
-        raise SettingsError(f"filename_prefix {prefix!r} has no file name; end it with a name such as 'loralab/my_lora'.")
-    bad = sorted({character for part in parts for character in _RESERVED_CHARACTERS.findall(part)})
-    if bad:
-        raise SettingsError(
-            f"filename_prefix {prefix!r} contains {' '.join(repr(c) for c in bad)}, which file systems reject; "
-            "remove those characters (spaces, Japanese and full-width characters are fine)."
-        )
+    parts = prefix_parts(cleaned, "loras", root, "loralab/my_lora")
     return OutputName(root, "/".join(parts[:-1]), parts[-1])
 
 
