@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import comfy.utils
+import folder_paths
 
+from ..trainer.filename_prefix import prefix_parts
 from ..trainer.grid_image import grid_metadata, render_grid
 from ..trainer.image_files import png_info, save_output_png, to_pil
 from ..trainer.sampling import SamplingSettings, sweep_images
@@ -63,6 +65,7 @@ class StrengthSweep:
     def sweep(self, model, clip, vae, lora, prompts: str, negative: str, strengths: str, seeds: str, epochs: str,
               clip_strength_ratio: float, width: int, height: int, steps: int, cfg: float, sampler_name: str,
               scheduler: str, filename_prefix: str = FILENAME_PREFIX, prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id: str | None = None):
+        prefix_parts(filename_prefix, "output", folder_paths.get_output_directory(), FILENAME_PREFIX)  # before sampling
         plan = plan_sweep(prompts, seeds, epochs, strengths, lora.epochs, lora.recommended_epoch)
         settings = SamplingSettings(width, height, steps, cfg, sampler_name, scheduler)
         progress = comfy.utils.ProgressBar(1, node_id=unique_id)

@@ -128,6 +128,13 @@ def test_filename_prefix_names_the_grid_file(sd15, trained, comfy_dirs):
     assert (comfy_dirs["output"] / "loralab" / entry["filename"]).is_file()
 
 
+@pytest.mark.parametrize("prefix, problem", [("../escape", "outside the output folder"), ("sweeps/", "no file name")])
+def test_an_unusable_filename_prefix_is_refused_before_sampling(sd15, trained, comfy_dirs, prefix, problem):
+    with pytest.raises(errors.SettingsError, match=f"filename_prefix .*{problem}"):
+        run_sweep(sd15, trained, strengths="1", seeds="1", epochs="final", filename_prefix=prefix)
+    assert not any(path.is_file() for path in comfy_dirs["output"].parent.rglob("*"))
+
+
 def test_grid_png_embeds_the_workflow_and_previews_on_the_node(sd15, trained, comfy_dirs):
     workflow = {"nodes": [{"id": 9, "type": "LoraLabStrengthSweep"}]}
     api_prompt = {"9": {"class_type": "LoraLabStrengthSweep", "inputs": {}}}
