@@ -105,6 +105,19 @@ def test_connected_model_and_clip_set_the_resolution_and_tokenizer(tmp_path):
     assert dataset.base_resolution == 768 and "768 px (set on the node)" in text
 
 
+def test_base_resolution_follows_the_connected_models_bucket_grid(tmp_path):
+    """The toy world buckets in 8 px steps, SD models in 64 px: a size off the model's grid is refused by name."""
+    root = make_sample_dataset(tmp_path / "set", count=2, size=32)
+    toy_model = runtime.run_node("LoraLabLoadDemoModel")[0]
+    dataset, text = runtime.run_node("LoraLabLoadDataset", path=str(root), repeats=1, caption_extension=".txt",
+                                     class_tokens="", base_resolution=40, model=toy_model)
+    assert dataset.base_resolution == 40 and "Buckets (8 px steps" in text
+    errors = runtime.pack("trainer.errors")
+    with pytest.raises(errors.DatasetError, match="base_resolution 40 must be a multiple of 64"):
+        runtime.run_node("LoraLabLoadDataset", path=str(root), repeats=1, caption_extension=".txt", class_tokens="",
+                         base_resolution=40, model=models.FAMILIES["sd15"]().model)
+
+
 def test_a_clean_dataset_gets_no_warnings(tmp_path):
     root = make_sample_dataset(tmp_path / "clean", count=20, size=256, repeats=10)
     loaded = loader.load_dataset(root, repeats=1, base_resolution=256)
