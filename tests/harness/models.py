@@ -221,6 +221,23 @@ def prefixed(**parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{key}": value for prefix, part in parts.items() for key, value in part.items()}
 
 
+def cached_bundle(family: str, cache_name: str, recipe: dict[str, Any], model_config: Any,
+                  diffusion_weights: Callable[[], dict[str, torch.Tensor]], clip_target: Any,
+                  vae_config: dict[str, Any], model_type: Any = None,
+                  weight_dtype: torch.dtype = torch.float32) -> ModelBundle:
+    """Random weights for the three parts (cached by `recipe`; its seed + 1 and + 2 seed the text encoder and
+    VAE), assembled as a checkpoint loader hands them to the graph."""
+    seed = recipe["seed"]
+    sd = cached_state_dict(cache_name, recipe, lambda: prefixed(
+        unet=diffusion_weights(), clip=text_encoder_weights(clip_target, seed + 1), vae=vae_weights(vae_config, seed + 2)))
+    return ModelBundle(
+        family=family,
+        model=assemble_model(model_config, split(sd, "unet."), model_type=model_type, weight_dtype=weight_dtype),
+        clip=assemble_clip(clip_target, split(sd, "clip.")),
+        vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=vae_config["params"]["embed_dim"]),
+    )
+
+
 # ---------------------------------------------------------------- SD1.5 family
 
 
@@ -252,19 +269,9 @@ def tiny_sd15(seed: int = 0, weight_dtype: torch.dtype = torch.float32) -> Model
     clip_config = tiny_clip_config(hidden_size=32)
     vae_config = tiny_vae_config()
     recipe = {"unet": config, "clip": clip_config, "vae": vae_config, "seed": seed}
-
-    def make() -> dict[str, torch.Tensor]:
-        return prefixed(unet=unet_weights(config, seed), clip=text_encoder_weights(sd15_clip_target(clip_config), seed + 1),
-                        vae=vae_weights(vae_config, seed + 2))
-
-    sd = cached_state_dict("tiny-sd15", recipe, make)
-    model_config = comfy.supported_models.SD15(config)
-    return ModelBundle(
-        family="sd15",
-        model=assemble_model(model_config, split(sd, "unet."), weight_dtype=weight_dtype),
-        clip=assemble_clip(sd15_clip_target(clip_config), split(sd, "clip.")),
-        vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=4),
-    )
+    return cached_bundle("sd15", "tiny-sd15", recipe, comfy.supported_models.SD15(config),
+                         lambda: unet_weights(config, seed), sd15_clip_target(clip_config), vae_config,
+                         weight_dtype=weight_dtype)
 
 
 def tiny_sd15_fp8(seed: int = 0) -> ModelBundle:
@@ -338,16 +345,9 @@ def tiny_sd2v(seed: int = 0) -> ModelBundle:
     config = unet_config(**TINY_SD2_UNET)
     vae_config = tiny_vae_config()
     recipe = {"unet": config, "clip_h": TINY_CLIP_H, "vae": vae_config, "seed": seed}
-    sd = cached_state_dict("tiny-sd2v", recipe, lambda: prefixed(
-        unet=unet_weights(config, seed), clip=text_encoder_weights(sd2_clip_target(), seed + 1),
-        vae=vae_weights(vae_config, seed + 2)))
-    model_config = comfy.supported_models.SD20(config)
-    return ModelBundle(
-        family="sd2_v",
-        model=assemble_model(model_config, split(sd, "unet."), model_type=comfy.model_base.ModelType.V_PREDICTION),
-        clip=assemble_clip(sd2_clip_target(), split(sd, "clip.")),
-        vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=4),
-    )
+    return cached_bundle("sd2_v", "tiny-sd2v", recipe, comfy.supported_models.SD20(config),
+                         lambda: unet_weights(config, seed), sd2_clip_target(), vae_config,
+                         model_type=comfy.model_base.ModelType.V_PREDICTION)
 
 
 # ---------------------------------------------------------------- SDXL family
@@ -377,15 +377,8 @@ def tiny_sdxl(seed: int = 0) -> ModelBundle:
     config = unet_config(**TINY_SDXL_UNET)
     vae_config = tiny_vae_config()
     recipe = {"unet": config, "clip_l": TINY_SDXL_CLIP_L, "clip_g": TINY_SDXL_CLIP_G, "vae": vae_config, "seed": seed}
-    sd = cached_state_dict("tiny-sdxl", recipe, lambda: prefixed(
-        unet=unet_weights(config, seed), clip=text_encoder_weights(sdxl_clip_target(), seed + 1),
-        vae=vae_weights(vae_config, seed + 2)))
-    return ModelBundle(
-        family="sdxl",
-        model=assemble_model(comfy.supported_models.SDXL(config), split(sd, "unet.")),
-        clip=assemble_clip(sdxl_clip_target(), split(sd, "clip.")),
-        vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=4),
-    )
+    return cached_bundle("sdxl", "tiny-sdxl", recipe, comfy.supported_models.SDXL(config),
+                         lambda: unet_weights(config, seed), sdxl_clip_target(), vae_config)
 
 
 # ---------------------------------------------------------------- SD3 family (flow matching, MMDiT)
@@ -437,15 +430,8 @@ def tiny_sd3(seed: int = 0) -> ModelBundle:
     config = tiny_sd3_mmdit_config()
     vae_config = tiny_vae_config(latent_channels=SD3_LATENT_CHANNELS)
     recipe = {"mmdit": config, "clip_l": TINY_SD3_CLIP_L, "clip_g": TINY_SD3_CLIP_G, "vae": vae_config, "seed": seed}
-    sd = cached_state_dict("tiny-sd3", recipe, lambda: prefixed(
-        unet=mmdit_weights(config, seed), clip=text_encoder_weights(sd3_clip_target(), seed + 1),
-        vae=vae_weights(vae_config, seed + 2)))
-    return ModelBundle(
-        family="sd3",
-        model=assemble_model(comfy.supported_models.SD3(config), split(sd, "unet.")),
-        clip=assemble_clip(sd3_clip_target(), split(sd, "clip.")),
-        vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=SD3_LATENT_CHANNELS),
-    )
+    return cached_bundle("sd3", "tiny-sd3", recipe, comfy.supported_models.SD3(config),
+                         lambda: mmdit_weights(config, seed), sd3_clip_target(), vae_config)
 
 
 FAMILIES: dict[str, Callable[..., ModelBundle]] = {"sd15": tiny_sd15, "sd2v": tiny_sd2v, "sdxl": tiny_sdxl, "sd3": tiny_sd3}
