@@ -16,6 +16,7 @@ import torch
 
 from . import data, memory, objectives, session
 from .adapters import AdapterSet, create_adapters
+from .captions import process_caption
 from .dataset import LoraDataset
 from .dataset_report import kohya_dataset_summary
 from .errors import DatasetError, OutOfMemory, SettingsError, TrainingDiverged
@@ -215,6 +216,7 @@ class Trainer:
         if self.text_adapters:
             groups.append({"params": self.text_adapters.parameters(), "lr": s.text_encoder_lr})
         self.optimizer = build_optimizer(s.optimizer, groups, self.device)
+        self.trainable = [parameter for group in self.optimizer.param_groups for parameter in group["params"]]
         self.scheduler = build_scheduler(s.lr_scheduler, self.optimizer, s.warmup_steps, total_steps)
         self.scaler = torch.amp.GradScaler(self.device.type) if s.mixed_precision == "fp16" else None
 
@@ -315,11 +317,10 @@ class Trainer:
         return self.unet_patcher.model.apply_model(noisy, sigmas, transformer_options=options, **conds)
 
     def _optimizer_step(self) -> None:
-        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         if self.settings.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(parameters, self.settings.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.settings.max_grad_norm)
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -333,8 +334,6 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
     def _caption_for(self, sample: data.Sample, chooser: random.Random) -> str:
-        from .captions import process_caption
-
         s = self.settings
         return process_caption(sample.image.caption, chooser, s.caption_shuffle, s.keep_tokens, s.caption_dropout)
 
