@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import subprocess
 import sys
-import time
-import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from harness.server import free_port  # noqa: E402
+from harness.server import ComfyServer  # noqa: E402
 from loralab_cli.main import main as cli_main  # noqa: E402
 from trainer.toy_world.concept_dataset import write_concept_dataset  # noqa: E402  (generated data, no download)
 
@@ -26,26 +23,6 @@ EXAMPLES = REPO / "example_workflows" / "api"
 TOY_WORKFLOW = EXAMPLES / "loralab_toy_world_demo.json"
 SD15_WORKFLOW = EXAMPLES / "loralab_sd15_pipeline.json"
 CONCEPT_FOLDER = "loralab_zqx"  # inside ComfyUI's input folder, as the toy-world example names it
-
-
-def start_comfyui(base: pathlib.Path, port: int, cpu: bool) -> subprocess.Popen:
-    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
-    link = base / "custom_nodes" / "comfyui-lora-lab"
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
-    command = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
-               "--database-url", "sqlite:///:memory:", "--disable-api-nodes"] + (["--cpu"] if cpu else [])
-    log = open(base / "comfyui.log", "w")
-    process = subprocess.Popen(command, cwd=os.environ["COMFYUI_PATH"], stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(600):
-        if process.poll() is not None:
-            sys.exit(f"ComfyUI exited; see {base / 'comfyui.log'}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/object_info/LoraLabTrainLoRA", timeout=2)
-            return process
-        except OSError:
-            time.sleep(0.5)
-    sys.exit(f"ComfyUI did not start; see {base / 'comfyui.log'}")
 
 
 def concept_dataset(base: pathlib.Path) -> pathlib.Path:
@@ -57,9 +34,9 @@ def concept_dataset(base: pathlib.Path) -> pathlib.Path:
     return folder
 
 
-def cli_arguments(args: argparse.Namespace, base: pathlib.Path, port: int) -> list[str]:
+def cli_arguments(args: argparse.Namespace, base: pathlib.Path, url: str) -> list[str]:
     """The command line for loralab_cli: the toy-world example, or the SD1.5 one on the given checkpoint."""
-    server = ["--server", f"http://127.0.0.1:{port}"]
+    server = ["--server", url]
     if args.checkpoint is None:
         if args.dataset is None:  # the example's Load Dataset already names this folder of the input folder
             concept_dataset(base)
@@ -89,14 +66,8 @@ def main() -> int:
     if args.checkpoint is not None and args.dataset is None and not (base / "input" / "lora_dataset").is_dir():
         parser.error(f"--checkpoint trains on your images: pass --dataset FOLDER (or put them in "
                      f"{base / 'input' / 'lora_dataset'})")
-    port = free_port()
-    cli_args = cli_arguments(args, base, port)
-    server = start_comfyui(base, port, cpu=args.checkpoint is None)
-    try:
-        status = cli_main(cli_args)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with ComfyServer(base, cpu=args.checkpoint is None) as server:  # the pack linked into its custom_nodes
+        status = cli_main(cli_arguments(args, base, server.url))
     print(f"\nComfyUI's folders for this demo are under {base} (LoRAs in models/loras, grids and charts in output).")
     return status
 

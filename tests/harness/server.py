@@ -65,8 +65,9 @@ class PromptRun:
 class ComfyServer:
     """Start with `with ComfyServer(base_dir) as server:`; the process is stopped on exit."""
 
-    def __init__(self, base_dir: pathlib.Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, base_dir: pathlib.Path, extra_args: tuple[str, ...] = (), cpu: bool = True) -> None:
         self.base_dir = base_dir
+        self.cpu = cpu
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_args = extra_args
@@ -80,7 +81,7 @@ class ComfyServer:
         if not link.exists():
             link.symlink_to(REPO_ROOT, target_is_directory=True)
         command = [
-            sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+            sys.executable, "main.py", *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
             "--base-directory", str(self.base_dir), "--database-url", "sqlite:///:memory:",
             "--disable-api-nodes", *self.extra_args,
         ]
