@@ -24,23 +24,19 @@ def test_auto_is_the_default_and_the_explicit_choices_remain():
     assert runtime.pack("trainer.settings").TrainingSettings().mixed_precision == "auto"
 
 
-def test_auto_trains_in_fp32_on_the_cpu_says_so_and_records_fp32_in_the_file(sd15, tmp_path, comfy_dirs, caplog):
+@pytest.mark.parametrize("requested,said,resolved", [
+    ("auto", "mixed_precision auto: fp32 on the CPU", "fp32"),
+    ("bf16", "mixed_precision bf16 as set (on a CPU it is emulated and usually several times slower than fp32", "bf16"),
+])
+def test_the_choice_is_said_at_the_start_and_recorded_in_the_file(sd15, tmp_path, comfy_dirs, caplog, requested, said,
+                                                                   resolved):
     dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
     with caplog.at_level(logging.INFO):
-        lora = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1, mixed_precision="auto"))[2]
-    assert "mixed_precision auto: fp32 on the CPU" in caplog.text
-    assert lora.settings["mixed_precision"] == "fp32"
-    saved = runtime.run_node("LoraLabSaveLoRA", lora=lora, filename_prefix="auto", epochs="final", dtype="fp16",
+        lora = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1, mixed_precision=requested))[2]
+    assert said in caplog.text
+    saved = runtime.run_node("LoraLabSaveLoRA", lora=lora, filename_prefix=requested, epochs="final", dtype="fp16",
                              overwrite=False)[0]
-    assert lora_io.read_lora_file(saved)[1]["ss_mixed_precision"] == "fp32"
-
-
-def test_an_explicit_choice_is_kept_and_bf16_on_a_cpu_is_said_to_be_slow(sd15, tmp_path, comfy_dirs, caplog):
-    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
-    with caplog.at_level(logging.INFO):
-        lora = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1, mixed_precision="bf16"))[2]
-    assert "mixed_precision bf16 as set (on a CPU it is emulated and usually several times slower than fp32" in caplog.text
-    assert lora.settings["mixed_precision"] == "bf16"
+    assert lora_io.read_lora_file(saved)[1]["ss_mixed_precision"] == resolved
 
 
 def test_a_resume_compares_the_setting_as_given(sd15, tmp_path, comfy_dirs):
