@@ -1,8 +1,8 @@
 """The one check every node's FLOAT inputs go through: nan and inf are refused by name before any work.
 
-ComfyUI's min/max validation compares, and every comparison with nan is false, so `unet_lr` nan or a
-`cfg` of inf reaches the node (a JSON workflow can carry NaN and Infinity). The check runs when the node
-executes, so values from linked nodes are covered too.
+ComfyUI's min/max validation compares, and every comparison with nan is false, so a `unet_lr` of nan sent
+in a JSON workflow reaches the node; values from linked nodes are not validated at all. The check runs when
+the node executes, before anything else, so both are covered.
 """
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ EpochWeightsHook = Callable[[int, dict[str, torch.Tensor]], None]
 @dataclass
 class TrainingOutcome:
     lora: TrainedLora
-    warning: str = ""  # set when training stopped early (divergence) but good epochs were kept
+    warning: str = ""  # set when training stopped early (divergence, a full disk) but trained epochs were kept
 
 
 class TrainingCancelled(Exception):

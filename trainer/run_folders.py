@@ -183,6 +183,8 @@ def save_snapshot(folder: pathlib.Path, run_id: str, files: dict[str, bytes]) ->
 
 def remove_run(folder: pathlib.Path, run_id: str) -> bool:
     """Delete a finished run's state if it is this run's; returns whether the folder is gone."""
+    if not folder.exists():
+        return True
     try:
         record = read_run_record(folder)
     except TrainingStateError as error:
