@@ -5,12 +5,15 @@ import dataclasses
 
 import folder_paths
 
-from ..trainer.dataset_loader import folder_fingerprint, load_dataset
+from ..trainer.dataset_loader import CAPTION_EXTENSIONS, folder_fingerprint, load_dataset
 from ..trainer.dataset_report import build_report, clip_token_counter
-from ..trainer.dataset_roots import comfy_dataset_roots, resolve_dataset_path
+from ..trainer.dataset_roots import comfy_dataset_roots, resolve_dataset_path, restrict_comfy_listing
 from ..trainer.errors import LoraLabError, SettingsError
 from ..trainer.families import detect_family
+from ..trainer.images import IMAGE_EXTENSIONS
 from .types import CATEGORY, DATASET
+
+restrict_comfy_listing(set(IMAGE_EXTENSIONS) | set(CAPTION_EXTENSIONS))  # /models/loralab_datasets: images and captions only
 
 DEFAULT_RESOLUTION = 512
 DEFAULT_BUCKET_STEP = 64

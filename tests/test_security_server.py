@@ -48,10 +48,15 @@ def server(tmp_path_factory):
     make_sample_dataset(private, count=2, name="secret_name_subject")
     (private / "2_secret_name_subject" / "shape_00.txt").write_text(SECRET_CAPTION)
     (private / "2_secret_name_subject" / "passwords.md").write_text("hunter2")
+    declared = base.parent / "declared"  # a dataset root declared in extra_model_paths.yaml
+    make_sample_dataset(declared / "set", count=2)
+    (declared / "set" / "notes.md").write_text("not an image")
+    config = base.parent / "extra_model_paths.yaml"
+    config.write_text(f"datasets:\n  loralab_datasets: {declared}\n", encoding="utf-8")
     saved = os.environ.get("LORALAB_DATASET_ROOTS")
-    os.environ["LORALAB_DATASET_ROOTS"] = ""  # this server reads datasets from its input folder only
+    os.environ["LORALAB_DATASET_ROOTS"] = ""  # this server reads datasets from its input folder and `declared` only
     try:
-        comfy = ComfyServer(base).__enter__()
+        comfy = ComfyServer(base, extra_args=("--extra-model-paths-config", str(config))).__enter__()
     finally:
         os.environ["LORALAB_DATASET_ROOTS"] = saved or ""
     try:
@@ -173,3 +178,14 @@ def test_nan_sent_as_json_passes_comfyuis_checks_and_is_refused_by_name(server, 
     # inf is stopped by ComfyUI's max already; nan compares false with everything, so only the node can catch it.
     run = server.run(train_prompt(**{name: float("nan")}), timeout=300)
     assert error_of(run).startswith(f"{name} is nan; it must be a finite number")
+
+
+def test_a_root_declared_in_extra_model_paths_is_read_and_comfyui_lists_only_its_images_and_captions(server):
+    declared = server.base_dir.parent / "declared"
+    prompt = {"2": {"class_type": "LoraLabLoadDataset",
+                    "inputs": {"path": str(declared / "set"), "repeats": 1, "caption_extension": ".txt", "class_tokens": ""}}}
+    run = server.run(prompt, timeout=300)
+    assert run.status == "success", error_of(run)
+    assert run.outputs("2")["text"][0].startswith("Dataset: declared/set (kohya layout)")
+    listed = server.get_json("/models/loralab_datasets")
+    assert listed and all(name.endswith((".png", ".txt")) for name in listed), listed

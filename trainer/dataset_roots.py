@@ -97,6 +97,20 @@ def resolve_dataset_path(text: str, input_directory: str | os.PathLike, roots: D
     return pathlib.Path(os.path.realpath(path))
 
 
+def restrict_comfy_listing(extensions: set[str]) -> None:
+    """Let ComfyUI list only images and captions of the `loralab_datasets` folders.
+
+    Every key of extra_model_paths.yaml becomes a model folder, and GET /models/<key> lists every file of one
+    whose extension set is empty: all file names in the user's dataset roots. Call once the yaml is loaded
+    (ComfyUI loads it before it imports custom nodes).
+    """
+    import folder_paths
+
+    if FOLDER_KEY in folder_paths.folder_names_and_paths:
+        paths, _ = folder_paths.folder_names_and_paths[FOLDER_KEY]
+        folder_paths.folder_names_and_paths[FOLDER_KEY] = (paths, set(extensions))
+
+
 def comfy_dataset_roots() -> DatasetRoots:
     """The roots of this ComfyUI: its input folder, `loralab_datasets` folders and LORALAB_DATASET_ROOTS."""
     import folder_paths
