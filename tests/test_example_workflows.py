@@ -19,7 +19,6 @@ EXPECTED = {"loralab_sd15_pipeline", "loralab_sdxl_pipeline", "loralab_resume_tr
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 ACTIVE = 0  # LiteGraph node mode; 2 = muted, 4 = bypassed
-MISSING = object()
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +58,12 @@ def has_control_widget(name: str, spec: list[Any]) -> bool:
 
 
 def widget_values(node: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """A UI node's widgets_values by input name; a seed's control value comes as '<name>.control'.
-
-    A workflow saved before an optional input was added (at the end) has fewer values: the frontend gives the
-    new widgets their defaults, so they are left out here, as in an API twin saved at the same time.
-    """
+    """A UI node's widgets_values by input name; a seed's control value comes as '<name>.control'."""
     values = iter(node.get("widgets_values", []))
     named: dict[str, Any] = {}
     for name, spec in declared_inputs(info):
         if is_widget(spec):
-            value = next(values, MISSING)
-            if value is MISSING:
-                assert name in info["input"].get("optional", {}), f"node {node['id']} ({node['type']}) lacks {name}"
-                continue
-            named[name] = value
+            named[name] = next(values)
             if has_control_widget(name, spec):
                 named[f"{name}.control"] = next(values)
     assert next(values, None) is None, f"node {node['id']} ({node['type']}) has more widget values than inputs"
