@@ -125,6 +125,17 @@ def test_a_full_disk_at_a_state_save_keeps_the_last_state_and_returns_the_traine
     assert_same_run(resumed, uninterrupted)
 
 
+def test_a_full_disk_at_the_first_save_returns_the_epoch_and_leaves_no_empty_run_folder(sd15, dataset_folder, comfy_dirs):
+    root = run_folders.state_root(comfy_dirs["output"])
+    with SmallDisk(comfy_dirs["output"], megabytes=32) as disk:
+        root.mkdir(parents=True)
+        with FillDiskAfter(sd15, disk, calls=0):
+            _, _, lora, summary, _ = train(sd15, dataset_folder)
+        assert sorted(lora.epochs) == [1]
+        assert "Training stopped at the end of epoch 1" in summary and "No state of this run could be saved yet" in summary
+        assert not any(root.iterdir()) and not partial_files(comfy_dirs["output"])
+
+
 def test_a_full_disk_at_a_lora_save_leaves_only_whole_files_and_names_what_was_saved(uninterrupted, comfy_dirs):
     errors = runtime.pack("trainer.errors")
     lora_io = runtime.pack("trainer.lora_io")

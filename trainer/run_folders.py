@@ -172,11 +172,13 @@ def save_snapshot(folder: pathlib.Path, run_id: str, files: dict[str, bytes]) ->
             if read_run_record(folder).snapshot != snapshot.name:  # not switched to: it is incomplete or unneeded
                 _remove_snapshot(snapshot)
             raise
-        if record.snapshot:
+        if record.snapshot and (folder / record.snapshot).is_dir():
             _remove_snapshot(folder / record.snapshot)
     except (DiskFull, OSError) as error:
         if isinstance(error, OSError) and not is_disk_full(error):
             raise
+        if not has_saved_state(folder):  # the first save failed: leave no run folder without a state
+            remove_run(folder, run_id)
         raise DiskFull(f"No space left on the disk of {folder} to save the training state: it needs about "
                        f"{describe_size(needed)} free. Nothing partial was left.", str(folder), needed) from error
 
@@ -215,9 +217,13 @@ def _claim(folder: pathlib.Path, run_id: str) -> RunRecord:
     if not folder.exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
         folder.mkdir()  # fails if it appeared since: never adopt a folder someone else made
-        fsync_directory(folder.parent)
         record = RunRecord(run_id, None)
-        _write_record(folder, record)
+        try:
+            fsync_directory(folder.parent)
+            _write_record(folder, record)
+        except BaseException:
+            folder.rmdir()  # still empty: a failed write leaves nothing behind
+            raise
         return record
     try:
         record = read_run_record(folder)
