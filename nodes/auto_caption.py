@@ -9,6 +9,9 @@ import comfy.utils
 from ..trainer.captioning import CaptionRun, CaptionSettings, caption_dataset, captioner_names, register_model_folder
 from ..trainer.dataset_loader import display_name
 from ..trainer.dataset_report import caption_findings, clip_token_counter
+from ..trainer.dataset_roots import comfy_dataset_roots
+from .comfy_progress import log
+from .finite_inputs import refuse_non_finite_floats
 from .types import CATEGORY, DATASET
 
 register_model_folder()  # models/captioners shows in /models and honours extra_model_paths.yaml
@@ -44,6 +47,7 @@ class AutoCaption:
             },
         }
 
+    @refuse_non_finite_floats
     def caption(self, dataset, captioner, trigger_word, mode, exclude_tags, general_threshold, character_threshold,
                 replace_underscores, max_tags, include_regularization=False):
         settings = CaptionSettings.from_inputs(
@@ -57,9 +61,12 @@ class AutoCaption:
                 progress.append(comfy.utils.ProgressBar(total))
             progress[0].update_absolute(done, total)
 
-        run = caption_dataset(dataset, settings, before_image=comfy.model_management.throw_exception_if_processing_interrupted,
-                              after_image=after_image)
+        run = caption_dataset(dataset, settings, should_stop=comfy.model_management.processing_interrupted,
+                              after_image=after_image, roots=comfy_dataset_roots())
         text = summarise(run, settings)
+        if comfy.model_management.processing_interrupted():  # stopped before an image: say what was written
+            log.warning("Auto Caption cancelled after %d of %d images:\n%s", len(run.outcomes), run.to_caption, text)
+            comfy.model_management.throw_exception_if_processing_interrupted()  # clears the stop flag as it raises
         captioned = dataclasses.replace(run.dataset, report=f"{dataset.report}\n\n{text}".strip())
         return {"ui": {"text": [text]}, "result": (captioned, text)}
 

@@ -52,8 +52,14 @@ class ComfyObserver:
         self._event({"kind": "start", "state_dir": str(state_dir)})
 
     def cancelled(self, state_dir) -> None:
-        self._text(f"Cancelled. To continue, set resume_from to {state_dir}")
-        self._event({"kind": "cancelled", "state_dir": str(state_dir)})
+        """Say where to resume from, or (`state_dir` None: cancelled before the first save) that nothing was saved."""
+        if state_dir is None:
+            text = "Cancelled before the first training step ended, so nothing could be saved yet; start the run again."
+        else:
+            text = f"Cancelled. To continue, set resume_from to {state_dir}"
+        log.warning("Training: %s", text)
+        self._text(text)
+        self._event({"kind": "cancelled", "state_dir": None if state_dir is None else str(state_dir)})
 
     def on_stage(self, text: str) -> None:
         log.info(text)

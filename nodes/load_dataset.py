@@ -5,11 +5,15 @@ import dataclasses
 
 import folder_paths
 
-from ..trainer.dataset_loader import folder_fingerprint, load_dataset, resolve_dataset_path
+from ..trainer.dataset_loader import CAPTION_EXTENSIONS, folder_fingerprint, load_dataset
 from ..trainer.dataset_report import build_report, clip_token_counter
-from ..trainer.errors import SettingsError
+from ..trainer.dataset_roots import comfy_dataset_roots, resolve_dataset_path, restrict_comfy_listing
+from ..trainer.errors import LoraLabError, SettingsError
 from ..trainer.families import detect_family
+from ..trainer.images import IMAGE_EXTENSIONS
 from .types import CATEGORY, DATASET
+
+restrict_comfy_listing(set(IMAGE_EXTENSIONS) | set(CAPTION_EXTENSIONS))  # /models/loralab_datasets: images and captions only
 
 DEFAULT_RESOLUTION = 512
 DEFAULT_BUCKET_STEP = 64
@@ -27,7 +31,7 @@ class LoadDataset:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "path": ("STRING", {"default": "lora_dataset", "tooltip": "Absolute path, or relative to ComfyUI's input folder."}),
+                "path": ("STRING", {"default": "lora_dataset", "tooltip": "A folder in ComfyUI's input folder (its name), or an absolute path inside a declared dataset root (loralab_datasets in extra_model_paths.yaml, or LORALAB_DATASET_ROOTS)."}),
                 "repeats": ("INT", {"default": 10, "min": 1, "max": 1000, "tooltip": "Repeats per epoch for a flat folder (kohya N_name folders carry their own)."}),
                 "caption_extension": ([".txt", ".caption"], {"default": ".txt"}),
                 "class_tokens": ("STRING", {"default": "", "tooltip": "Caption for images that have no caption file."}),
@@ -47,28 +51,33 @@ class LoadDataset:
     def IS_CHANGED(cls, path="", regularization_path="", **_):
         """Re-run when files in the folders change (captions edited, images added), not only when inputs do.
 
-        A path that cannot be resolved (empty, or linked from another node) means "always re-run";
+        A path that cannot be resolved (empty, refused, or linked from another node) means "always re-run";
         the run itself then reports the problem.
         """
         texts = [text for text in (path, regularization_path) if isinstance(text, str) and text.strip()]
         if not texts:
             return float("nan")
-        input_directory = folder_paths.get_input_directory()
-        return folder_fingerprint(*(resolve_dataset_path(text, input_directory) for text in texts))
+        input_directory, roots = folder_paths.get_input_directory(), comfy_dataset_roots()
+        try:
+            folders = [resolve_dataset_path(text, input_directory, roots) for text in texts]
+        except LoraLabError:
+            return float("nan")
+        return folder_fingerprint(*folders)
 
     def load(self, path, repeats, caption_extension, class_tokens, regularization_path="", base_resolution=0,
              model=None, batch_size=1, trigger_word="", epochs=10, clip=None):
-        input_directory = folder_paths.get_input_directory()
+        input_directory, roots = folder_paths.get_input_directory(), comfy_dataset_roots()
         resolution, bucket_step, resolution_source = _base_resolution(base_resolution, model)
         loaded = load_dataset(
-            resolve_dataset_path(path, input_directory),
+            resolve_dataset_path(path, input_directory, roots),
             repeats=repeats,
             caption_extension=caption_extension,
             class_tokens=class_tokens,
-            regularization_root=resolve_dataset_path(regularization_path, input_directory)
+            regularization_root=resolve_dataset_path(regularization_path, input_directory, roots, "regularization_path")
             if regularization_path.strip() else None,
             base_resolution=resolution,
             bucket_step=bucket_step,
+            roots=roots,
         )
         report = build_report(loaded, batch_size=batch_size, epochs=epochs, trigger_word=trigger_word,
                               count_tokens=clip_token_counter(clip), resolution_source=resolution_source)

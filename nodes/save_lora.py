@@ -1,9 +1,11 @@
 """Save LoRA: kohya-format safetensors under ComfyUI's loras folder, never overwriting by accident."""
 from __future__ import annotations
 
+import comfy.model_management as mm
 import folder_paths
 
 from ..trainer.lora_io import SAVE_DTYPES, save_lora_files
+from .comfy_progress import log
 from .types import CATEGORY, LORA
 
 
@@ -33,7 +35,12 @@ class SaveLoRA:
 
     def save(self, lora, filename_prefix, epochs, dtype, overwrite):
         loras_root = folder_paths.get_folder_paths("loras")[0]
-        saved = save_lora_files(lora, loras_root, filename_prefix, epochs, dtype, overwrite)
+        saved = save_lora_files(lora, loras_root, filename_prefix, epochs, dtype, overwrite,
+                                should_stop=mm.processing_interrupted)
+        if mm.processing_interrupted():  # stopped before a file: what exists is whole, say what that is
+            log.warning("Save LoRA cancelled; %s", f"written: {', '.join(item.lora_name for item in saved)}"
+                        if saved else "no file was written")
+            mm.throw_exception_if_processing_interrupted()  # clears ComfyUI's stop flag as it raises
         paths = [str(item.path) for item in saved]
         ui = {
             "text": paths,

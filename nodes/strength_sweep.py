@@ -7,8 +7,9 @@ import folder_paths
 from ..trainer.filename_prefix import prefix_parts
 from ..trainer.grid_image import grid_metadata, render_grid
 from ..trainer.image_files import png_info, save_output_png, to_pil
-from ..trainer.sampling import SamplingSettings, sweep_images
+from ..trainer.sampling import MAX_CFG, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, SamplingSettings, sweep_images
 from ..trainer.sweep import plan_sweep
+from .finite_inputs import refuse_non_finite_floats
 from .types import CATEGORY, LORA
 
 FILENAME_PREFIX = "loralab/sweeps/sweep"
@@ -47,10 +48,10 @@ class StrengthSweep:
                                                                  "epoch numbers such as 4, 8, 10"}),
                 "clip_strength_ratio": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                                    "tooltip": "LoraLoader's strength_clip as a fraction of the strength"}),
-                "width": ("INT", {"default": 512, "min": 16, "max": 4096, "step": 8}),
-                "height": ("INT", {"default": 512, "min": 16, "max": 4096, "step": 8}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": 200}),
-                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 30.0, "step": 0.1}),
+                "width": ("INT", {"default": 512, "min": MIN_SIZE, "max": MAX_SIZE, "step": SIZE_STEP}),
+                "height": ("INT", {"default": 512, "min": MIN_SIZE, "max": MAX_SIZE, "step": SIZE_STEP}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": MAX_STEPS}),
+                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": MAX_CFG, "step": 0.1}),
                 "sampler_name": (comfy.samplers.KSampler.SAMPLERS,),
                 "scheduler": (comfy.samplers.KSampler.SCHEDULERS,),
             },
@@ -62,6 +63,7 @@ class StrengthSweep:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
+    @refuse_non_finite_floats
     def sweep(self, model, clip, vae, lora, prompts: str, negative: str, strengths: str, seeds: str, epochs: str,
               clip_strength_ratio: float, width: int, height: int, steps: int, cfg: float, sampler_name: str,
               scheduler: str, filename_prefix: str = FILENAME_PREFIX, prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id: str | None = None):

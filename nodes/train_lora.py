@@ -2,23 +2,24 @@
 from __future__ import annotations
 
 import pathlib
-import time
 
 import comfy.model_management as mm
 import comfy.sd
 import comfy.utils
 import folder_paths
 
+from ..trainer import run_folders
 from ..trainer.data import to_pixels
-from ..trainer.errors import SettingsError
+from ..trainer.errors import DiskFull
 from ..trainer.families import detect_family
 from ..trainer.image_files import png_info, save_output_png, to_pil
 from ..trainer.loop import TrainingCancelled, train_lora
 from ..trainer.loss_chart import render_loss_chart
-from ..trainer.settings import TrainingSettings
+from ..trainer.settings import PRECISIONS, TrainingSettings
 from ..trainer.summary import loss_summary
 from ..trainer.training_samples import EpochSampler, parse_sample_prompts, sample_defaults
-from .comfy_progress import ComfyObserver, log
+from .comfy_progress import ComfyObserver
+from .finite_inputs import refuse_non_finite_floats
 from .types import CATEGORY, DATASET, LORA
 
 NETWORKS = ["LoRA", "LoCon", "LoHa", "LoKr"]
@@ -58,7 +59,7 @@ class TrainLoRA:
                 "optimizer": (OPTIMIZERS, {"default": "AdamW"}),
                 "lr_scheduler": (SCHEDULERS, {"default": "constant"}),
                 "warmup_steps": ("INT", {"default": 0, "min": 0, "max": 100000}),
-                "mixed_precision": (["bf16", "fp16", "fp32"], {"default": "bf16"}),
+                "mixed_precision": (list(PRECISIONS), {"default": "auto", "tooltip": "auto: bf16 where the device computes it natively, fp16 with loss scaling on older NVIDIA GPUs, fp32 on CPU"}),
                 "gradient_checkpointing": ("BOOLEAN", {"default": True}),
                 "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": False}),
                 "noise_offset": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01}),
@@ -71,22 +72,27 @@ class TrainLoRA:
                 "validation_split": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.5, "step": 0.05}),
             },
             "optional": {
-                "resume_from": ("STRING", {"default": "", "tooltip": "A training-state folder from a cancelled run, to continue it"}),
+                "resume_from": ("STRING", {"default": "", "tooltip": "The run to continue: the folder name in output/loralab/training_state (or the path printed when it was cancelled)"}),
                 "initial_lora": (LORA, {"tooltip": "Continue training an existing LoRA (from Load LoRA or an earlier run)"}),
                 "sample_prompts": ("STRING", {"multiline": True, "default": "", "tooltip": (
                     "One prompt per line, rendered with the LoRA after every sample_every_n_epochs epochs (training "
                     "resolution and seed, 20 euler steps); kohya options --n --w --h --d --l --s override them")}),
                 "sample_every_n_epochs": ("INT", {"default": 0, "min": 0, "max": 10000, "tooltip": "0 = no samples"}),
+                "keep_training_state": ("BOOLEAN", {"default": False, "tooltip": (
+                    "Keep the resumable state of a finished run in output/loralab/training_state (a cancelled run's "
+                    "is always kept; a finished one's is deleted to save disk space)")}),
             },
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
+    @refuse_non_finite_floats
     def train(self, model, clip, vae, dataset, resume_from: str = "", initial_lora=None, sample_prompts: str = "",
-              sample_every_n_epochs: int = 0, unique_id: str | None = None, prompt: dict | None = None,
-              extra_pnginfo: dict | None = None, **inputs):
+              sample_every_n_epochs: int = 0, keep_training_state: bool = False, unique_id: str | None = None,
+              prompt: dict | None = None, extra_pnginfo: dict | None = None, **inputs):
         settings = TrainingSettings.from_inputs(inputs)
-        resume = resolve_state_dir(resume_from) if resume_from.strip() else None
-        state_dir = resume or new_state_dir(settings.seed)
+        output_directory = folder_paths.get_output_directory()
+        resume = run_folders.resolve_resume_from(resume_from, output_directory) if resume_from.strip() else None
+        state_dir = resume or run_folders.new_run_folder(output_directory, settings.seed)
         observer = ComfyObserver(unique_id)
         sampler = None
         if sample_prompts.strip() and sample_every_n_epochs > 0:
@@ -95,26 +101,29 @@ class TrainLoRA:
         observer.started(state_dir)
         try:
             outcome = train_lora(model, clip, vae, dataset, settings, observer, state_dir, resume, initial_lora,
-                                 on_epoch_weights=sampler)
+                                 on_epoch_weights=sampler, keep_state=keep_training_state)
         except TrainingCancelled as cancelled:
-            log.warning("Training cancelled. To continue it, set resume_from to: %s", cancelled.state_dir)
             observer.cancelled(cancelled.state_dir)
             mm.throw_exception_if_processing_interrupted()  # clears ComfyUI's stop flag as it raises
             raise mm.InterruptProcessingException() from cancelled
-        except mm.InterruptProcessingException:
-            log.warning("Training cancelled while rendering samples. To continue it, set resume_from to: %s", state_dir)
+        except mm.InterruptProcessingException:  # while encoding, or rendering samples: between saves
+            observer.cancelled(state_dir if run_folders.has_saved_state(state_dir) else None)
             raise
         lora = outcome.lora
         if sampler is not None:
             lora.samples = dict(sampler.samples)
         # Apply the final adapter exactly as LoraLoader would, so a KSampler downstream sees what the file gives.
         model_out, clip_out = comfy.sd.load_lora_for_models(model, clip, lora.weights(), 1.0, 1.0)
-        summary = loss_summary(lora, outcome.warning)
         chart = render_loss_chart(lora)
         loss_graph = to_pixels(chart)
-        # The chart is also a file, so headless runs (and /history) have it without a Save Image node.
-        chart_entry = save_output_png(chart, f"loralab/charts/{state_dir.name}_loss", png_info(prompt, extra_pnginfo))
-        ui = {"text": [summary], "images": [chart_entry] + (list(sampler.files) if sampler is not None else [])}
+        warnings = [outcome.warning] if outcome.warning else []
+        try:  # the chart is also a file, so headless runs (and /history) have it without a Save Image node
+            charts = [save_output_png(chart, f"loralab/charts/{state_dir.name}_loss", png_info(prompt, extra_pnginfo))]
+        except DiskFull as error:  # the trained LoRA matters more than its chart file
+            charts = []
+            warnings.append(f"The loss chart was not saved: {error}")
+        summary = loss_summary(lora, " ".join(warnings))
+        ui = {"text": [summary], "images": charts + (list(sampler.files) if sampler is not None else [])}
         return {"ui": ui, "result": (model_out, clip_out, lora, summary, loss_graph)}
 
 
@@ -133,24 +142,3 @@ def epoch_sampler(model, clip, vae, settings: TrainingSettings, sample_prompts: 
     return EpochSampler(model, clip, vae, prompts, every_n_epochs, f"loralab/samples/{state_dir.name}", show,
                         prompt, extra_pnginfo)
 
-
-def new_state_dir(seed: int) -> pathlib.Path:
-    """A fresh folder under ComfyUI's output directory for this run's resumable state."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    root = pathlib.Path(folder_paths.get_output_directory()) / "loralab" / "training_state"
-    candidate = root / f"{stamp}-seed{seed}"
-    counter = 1
-    while candidate.exists():
-        counter += 1
-        candidate = root / f"{stamp}-seed{seed}-{counter}"
-    return candidate
-
-
-def resolve_state_dir(text: str) -> pathlib.Path:
-    path = pathlib.Path(text.strip())
-    if not path.is_absolute():
-        path = pathlib.Path(folder_paths.get_output_directory()) / path
-    if not path.is_dir():
-        raise SettingsError(f"resume_from: {path} does not exist. Use the folder printed when the run was cancelled "
-                            "(under ComfyUI's output/loralab/training_state/).")
-    return path

@@ -1,6 +1,7 @@
 """Every test runs against the real ComfyUI runtime (COMFYUI_PATH, set by scripts/test.sh)."""
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
@@ -37,3 +38,20 @@ def artifacts_dir() -> pathlib.Path:
     path = runtime.REPO_ROOT / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+
+@pytest.fixture(autouse=True, scope="session")
+def dataset_roots(tmp_path_factory):
+    """Tests keep datasets in pytest's temporary folder, declared as a dataset root as a user declares theirs.
+
+    Load Dataset reads only ComfyUI's input folder and declared roots; servers started by a test inherit this
+    (a test of the roots themselves changes it for its own server).
+    """
+    saved = os.environ.get("LORALAB_DATASET_ROOTS")
+    os.environ["LORALAB_DATASET_ROOTS"] = str(tmp_path_factory.getbasetemp())
+    yield
+    if saved is None:
+        del os.environ["LORALAB_DATASET_ROOTS"]
+    else:
+        os.environ["LORALAB_DATASET_ROOTS"] = saved

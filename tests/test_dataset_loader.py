@@ -78,7 +78,9 @@ def test_layout_notices_name_ignored_folders_files_and_formats(problems, loaded)
     notices = {notice.code: notice for notice in loaded.notices}
     assert notices["ignored_folder"].paths == (problems.root / "backup",)
     assert notices["unsupported_format"].paths == (problems.files["gif"],)
-    assert notices["ignored_files"].severity == "note" and "notes.md" in notices["ignored_files"].message
+    # Counted, not named: the report (sent to any client) lists only images and captions.
+    assert notices["ignored_files"].severity == "note" and "(1)" in notices["ignored_files"].message
+    assert "notes.md" not in notices["ignored_files"].message
 
 
 def test_flat_folder_uses_the_repeats_and_class_tokens_inputs(tmp_path):
@@ -144,7 +146,8 @@ def test_folder_of_only_broken_images_lists_each_failure(tmp_path):
 
 def test_relative_paths_resolve_inside_comfyui_input_folder(comfy_dirs):
     make_sample_dataset(comfy_dirs["input"] / "my set (1)", count=2)
-    assert loader.resolve_dataset_path('  "my set (1)" ', comfy_dirs["input"]) == comfy_dirs["input"] / "my set (1)"
+    roots = runtime.pack("trainer.dataset_roots")
+    assert roots.resolve_dataset_path('  "my set (1)" ', comfy_dirs["input"], roots.comfy_dataset_roots()) == comfy_dirs["input"] / "my set (1)"
     result = runtime.run_node("LoraLabLoadDataset", path="my set (1)", repeats=1, caption_extension=".txt",
                               class_tokens="")
     dataset, report = result

@@ -146,7 +146,7 @@ def test_cancel_keeps_state_and_resume_matches_an_uninterrupted_run(sd15, tmp_pa
     assert_untouched(sd15, reference, conditioning)
     states = sorted((comfy_dirs["output"] / "loralab" / "training_state").iterdir())
     cancelled_state = states[-1]
-    assert (cancelled_state / "state.json").is_file()
+    assert (cancelled_state / "run.json").is_file()
 
     resumed = runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, resume_from=str(cancelled_state), **settings))[2]
     assert sorted(resumed.epochs) == sorted(uninterrupted.epochs)
@@ -200,7 +200,7 @@ def test_bad_settings_are_refused_with_the_setting_named(sd15, tmp_path, comfy_d
 
 def test_resume_with_changed_settings_is_refused(sd15, tmp_path, comfy_dirs):
     dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
-    runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1))
+    runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1, keep_training_state=True))
     state = sorted((comfy_dirs["output"] / "loralab" / "training_state").iterdir())[-1]
     with pytest.raises(errors.SettingsError, match="rank"):
         runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=2, rank=8, resume_from=str(state)))

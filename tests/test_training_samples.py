@@ -112,8 +112,8 @@ def test_cancel_while_sampling_keeps_the_finished_epochs_resumable(sd15, tmp_pat
     finally:
         handle.remove()
     state = sorted((comfy_dirs["output"] / "loralab" / "training_state").iterdir())[-1]
-    saved = json.loads((state / "state.json").read_text())
-    assert saved["position"]["epoch"] == 2, "epoch 1 finished and was saved before its samples"
+    saved = runtime.pack("trainer.run_state").load_run_state(state)
+    assert saved.position.epoch == 2, "epoch 1 finished and was saved before its samples"
     assert not list((comfy_dirs["output"] / "loralab" / "samples").rglob("*.png"))
 
 
@@ -131,7 +131,7 @@ def test_sample_prompt_lines_accept_kohya_options(line, expected):
 @pytest.mark.parametrize("line,message", [
     ("a cat --x 3", "line 1: unknown option --x"),
     ("a cat --s many", "--s needs a whole number"),
-    ("a cat --w 8", "--w 8 is below 16"),
+    ("a cat --w 8", "--w 8 is out of range: the width in pixels must be 16 to 4096"),
     (" --n only negative", "line 1 has options but no prompt"),
 ])
 def test_bad_sample_prompt_options_name_the_line(line, message):

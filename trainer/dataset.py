@@ -37,6 +37,7 @@ class LoraDataset:
     base_resolution: int = 512
     bucket_step: int = 64  # the model family's bucket grid (8 px for the toy world), for the report's buckets
     report: str = ""
+    shown_root: str = ""  # how messages name `root` (relative to its dataset root when a remote client may read them)
 
     @property
     def training_images(self) -> tuple[DatasetImage, ...]:

@@ -16,6 +16,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from .dataset import DatasetImage, LoraDataset
+from .dataset_roots import DatasetRoots
 from .errors import DatasetError
 from .images import IMAGE_EXTENSIONS, ImageFacts, UnreadableImage, inspect_image, is_image_file, strict_decoding
 
@@ -79,6 +80,7 @@ class SidecarCaption:
     text: str  # first non-blank line, stripped ("" for a blank file)
     encoding: str  # codec that decoded it
     line_count: int  # non-blank lines in the file
+    is_text: bool = True  # False: control characters, i.e. binary data, which is never shown or trained on
 
 
 @dataclass
@@ -94,18 +96,6 @@ class LoadedDataset:
     notices: list[LoadNotice] = field(default_factory=list)
 
 
-def resolve_dataset_path(text: str, input_directory: str | os.PathLike) -> pathlib.Path:
-    """An absolute path as given; a relative one inside ComfyUI's input folder.
-
-    Surrounding quotes (Windows' "Copy as path") and whitespace are dropped, and `~` is expanded.
-    """
-    cleaned = text.strip().strip('"').strip("'").strip()
-    if not cleaned:
-        raise DatasetError(f"The dataset path is empty; type a folder path.\n{EXPECTED_LAYOUT}")
-    path = pathlib.Path(os.path.expanduser(cleaned))
-    return path if path.is_absolute() else pathlib.Path(input_directory) / path
-
-
 def read_caption(path: pathlib.Path) -> SidecarCaption:
     """Decode a caption file whatever its encoding: UTF-8 (with or without BOM), UTF-16 with BOM,
     else Shift-JIS, Windows-1252 or Latin-1 (the last decodes anything, so this never fails on bytes)."""
@@ -116,34 +106,39 @@ def read_caption(path: pathlib.Path) -> SidecarCaption:
         text, encoding = data.decode("utf-16", errors="replace"), "utf-16"
     else:
         text, encoding = _decode_guessing(data)
+    if any(unicodedata.category(character) == "Cc" and character not in "\t\n\r\f\v" for character in text):
+        return SidecarCaption(text="", encoding=encoding, line_count=0, is_text=False)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return SidecarCaption(text=unicodedata.normalize("NFC", lines[0]) if lines else "", encoding=encoding,
                           line_count=len(lines))
 
 
 def discover_folders(root: pathlib.Path, *, repeats: int, class_tokens: str, is_regularization: bool = False,
-                     ) -> tuple[str, list[DatasetFolder], list[LoadNotice]]:
-    """Decide the layout of `root` and list its image folders; raise DatasetError if it has none."""
+                     roots: DatasetRoots | None = None) -> tuple[str, list[DatasetFolder], list[LoadNotice]]:
+    """Decide the layout of `root` and list its image folders; raise DatasetError if it has none.
+
+    With `roots`, subfolders that are links leading out of them are skipped (and counted in a notice).
+    """
     role = "regularization folder" if is_regularization else "dataset folder"
     if not root.exists():
-        raise DatasetError(f"The {role} {root} does not exist.\n{EXPECTED_LAYOUT}")
+        raise DatasetError(f"The {role} {shown_path(root, roots)} does not exist.\n{EXPECTED_LAYOUT}")
     if not root.is_dir():
-        raise DatasetError(f"The {role} {root} is a file, not a folder; give the folder that holds the images.\n"
-                           f"{EXPECTED_LAYOUT}")
-    entries = sorted((entry for entry in root.iterdir() if not entry.name.startswith(".")), key=natural_key)
+        raise DatasetError(f"The {role} {shown_path(root, roots)} is a file, not a folder; give the folder that holds "
+                           f"the images.\n{EXPECTED_LAYOUT}")
+    entries, outside = _entries(root, roots)
     subfolders = [entry for entry in entries if entry.is_dir()]
     root_images = [entry for entry in entries if entry.is_file() and is_image_file(entry)]
     kohya = [(folder, KOHYA_FOLDER.match(folder.name)) for folder in subfolders]
     kohya = [(folder, match) for folder, match in kohya if match]
-    notices: list[LoadNotice] = []
+    notices: list[LoadNotice] = _outside_links_notice(outside)
     if not kohya:
         if root_images:
-            notices += _ignored_subfolders_notice(root, subfolders, "a flat folder reads only its own images")
+            notices += _ignored_subfolders_notice(root, subfolders, "a flat folder reads only its own images", roots)
             return "flat", [DatasetFolder(root, "", repeats, class_tokens.strip(), is_regularization)], notices
         with_images = [folder.name for folder in subfolders if any(is_image_file(p) for p in folder.iterdir())]
         hint = (f" Its subfolders {', '.join(with_images)} hold images but are not named N_name "
                 f"(e.g. '10_{with_images[0]}'); rename them to use them." if with_images else "")
-        raise DatasetError(f"The {role} {root} has no images.{hint}\n{EXPECTED_LAYOUT}")
+        raise DatasetError(f"The {role} {shown_path(root, roots)} has no images.{hint}\n{EXPECTED_LAYOUT}")
     folders = []
     for folder, match in kohya:
         folder_repeats = int(match.group(1))
@@ -154,23 +149,25 @@ def discover_folders(root: pathlib.Path, *, repeats: int, class_tokens: str, is_
         tokens = unicodedata.normalize("NFC", match.group(2)).strip() or class_tokens.strip()
         folders.append(DatasetFolder(folder, folder.name, folder_repeats, tokens, is_regularization))
     others = [folder for folder in subfolders if not KOHYA_FOLDER.match(folder.name)]
-    notices += _ignored_subfolders_notice(root, others, "only N_name subfolders are read")
+    notices += _ignored_subfolders_notice(root, others, "only N_name subfolders are read", roots)
     if root_images:
         notices.append(LoadNotice(
             "ignored_root_images",
-            f"Images lying directly in {root} next to N_name subfolders are ignored, as in kohya's layout "
-            f"({len(root_images)}: {names(root_images)}); move them into an N_name subfolder to train on them.",
+            f"Images lying directly in {shown_path(root, roots)} next to N_name subfolders are ignored, as in kohya's "
+            f"layout ({len(root_images)}: {names(root_images)}); move them into an N_name subfolder to train on them.",
             tuple(root_images)))
     return "kohya", folders, notices
 
 
 def load_dataset(root: pathlib.Path, *, repeats: int, caption_extension: str = ".txt", class_tokens: str = "",
                  regularization_root: pathlib.Path | None = None, base_resolution: int = 512,
-                 bucket_step: int = 64) -> LoadedDataset:
+                 bucket_step: int = 64, roots: DatasetRoots | None = None) -> LoadedDataset:
     """Read a dataset folder (and optionally a regularization folder of the same layout).
 
     Unreadable images are skipped and listed; raises DatasetError only when nothing usable remains
-    or a folder is missing/empty, with the path and the expected layout in the message.
+    or a folder is missing/empty, with the path and the expected layout in the message. With `roots`
+    (what ComfyUI's nodes pass), links leading out of them are skipped and messages name folders
+    relative to their root; None (a local user's own process) reads any path and names it in full.
     """
     if caption_extension not in CAPTION_EXTENSIONS:
         raise DatasetError(f"caption_extension {caption_extension!r} is not supported; "
@@ -180,14 +177,14 @@ def load_dataset(root: pathlib.Path, *, repeats: int, caption_extension: str = "
     if base_resolution % bucket_step or base_resolution < bucket_step:
         raise DatasetError(f"base_resolution {base_resolution} must be a multiple of {bucket_step} for this model "
                            "(e.g. 512, 768, 1024); 0 takes the connected model's native size.")
-    layout, folders, notices = discover_folders(root, repeats=repeats, class_tokens=class_tokens)
+    layout, folders, notices = discover_folders(root, repeats=repeats, class_tokens=class_tokens, roots=roots)
     if regularization_root is not None:
         _, regularization_folders, regularization_notices = discover_folders(
-            regularization_root, repeats=1, class_tokens=class_tokens, is_regularization=True)
+            regularization_root, repeats=1, class_tokens=class_tokens, is_regularization=True, roots=roots)
         folders += regularization_folders
         notices += regularization_notices
 
-    listings = {folder.path: _list_folder(folder.path, caption_extension) for folder in folders}
+    listings = {folder.path: _list_folder(folder.path, caption_extension, roots) for folder in folders}
     for folder in folders:
         notices += listings[folder.path].notices
     all_images = [path for folder in folders for path in listings[folder.path].images]
@@ -196,23 +193,36 @@ def load_dataset(root: pathlib.Path, *, repeats: int, caption_extension: str = "
     images: list[DatasetImage] = []
     image_counts: dict[pathlib.Path, int] = {}
     for folder in folders:
-        usable = [path for path in listings[folder.path].images if path in facts]
-        image_counts[folder.path] = len(usable)
-        for path in usable:
-            image, caption_notices = _dataset_image(path, folder, facts[path], caption_extension)
+        listing = listings[folder.path]
+        image_counts[folder.path] = 0
+        for path in (path for path in listing.images if path in facts):
+            caption_path = path.with_suffix(caption_extension)
+            sidecar = read_caption(caption_path) if caption_path in listing.files else None
+            if sidecar is not None and not sidecar.is_text:
+                skipped.append(SkippedFile(path, f"its caption file {caption_path.name} is not text (binary data?); "
+                                                 "save the caption as plain UTF-8 text"))
+                continue
+            image, caption_notices = _dataset_image(path, folder, facts[path], caption_path, sidecar)
             images.append(image)
+            image_counts[folder.path] += 1
             notices += caption_notices
+    files = set().union(*(listing.files for listing in listings.values()))
     notices += _shared_caption_notices(images)
-    notices += _other_extension_notices(images, caption_extension)
+    notices += _other_extension_notices(images, caption_extension, files)
 
     if not any(not image.is_regularization for image in images):
         listed = "".join(f"\n  {item.path.name}: {item.reason}" for item in skipped[:20])
-        raise DatasetError(f"The dataset folder {root} has no usable images."
+        raise DatasetError(f"The dataset folder {shown_path(root, roots)} has no usable images."
                            + (f" Every image failed to load:{listed}" if skipped else f"\n{EXPECTED_LAYOUT}"))
     dataset = LoraDataset(root=root, images=tuple(images), caption_extension=caption_extension,
-                          base_resolution=base_resolution, bucket_step=bucket_step)
+                          base_resolution=base_resolution, bucket_step=bucket_step, shown_root=shown_path(root, roots))
     return LoadedDataset(dataset=dataset, layout=layout, folders=folders, image_counts=image_counts, facts=facts,
                          skipped=skipped, notices=notices)
+
+
+def shown_path(path: pathlib.Path, roots: DatasetRoots | None) -> str:
+    """How messages name a folder: relative to its dataset root, or in full for a local user's own process."""
+    return roots.shown(path) if roots is not None else str(path)
 
 
 def folder_fingerprint(*roots: pathlib.Path | None) -> str:
@@ -245,14 +255,25 @@ def natural_key(path: pathlib.Path) -> list:
 @dataclass
 class _FolderListing:
     images: list[pathlib.Path]
+    files: set[pathlib.Path]  # every usable file (captions included): what the loader may open
     notices: list[LoadNotice]
 
 
-def _list_folder(folder: pathlib.Path, caption_extension: str) -> _FolderListing:
-    files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")), key=natural_key)
+def _entries(folder: pathlib.Path, roots: DatasetRoots | None) -> tuple[list[pathlib.Path], list[pathlib.Path]]:
+    """(entries, links leading out of `roots`) of `folder`, naturally sorted, hidden files left out."""
+    entries = sorted((entry for entry in folder.iterdir() if not entry.name.startswith(".")), key=natural_key)
+    if roots is None:
+        return entries, []
+    outside = [entry for entry in entries if entry.is_symlink() and not roots.contains(entry)]
+    return [entry for entry in entries if entry not in outside], outside
+
+
+def _list_folder(folder: pathlib.Path, caption_extension: str, roots: DatasetRoots | None) -> _FolderListing:
+    entries, outside = _entries(folder, roots)
+    files = [p for p in entries if p.is_file()]
     images = [p for p in files if is_image_file(p)]
     image_stems = {p.stem for p in images}
-    notices = []
+    notices = _outside_links_notice(outside)
     unsupported = [p for p in files if p.suffix.lower() in UNSUPPORTED_IMAGE_EXTENSIONS]
     if unsupported:
         notices.append(LoadNotice(
@@ -266,10 +287,17 @@ def _list_folder(folder: pathlib.Path, caption_extension: str) -> _FolderListing
             f"({len(orphans)}): {names(orphans)}.", tuple(orphans), severity="note"))
     other = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS | UNSUPPORTED_IMAGE_EXTENSIONS
              and p.suffix not in CAPTION_EXTENSIONS and not CAPTION_BACKUP.search(p.name)]
-    if other:
-        notices.append(LoadNotice("ignored_files", f"Files that are not images, ignored ({len(other)}): "
-                                  f"{names(other)}.", tuple(other), severity="note"))
-    return _FolderListing(images, notices)
+    if other:  # counted, not named: the report lists images and captions only
+        notices.append(LoadNotice("ignored_files", f"Files that are neither images nor captions were ignored "
+                                  f"({len(other)}).", tuple(other), severity="note"))
+    return _FolderListing(images, set(files), notices)
+
+
+def _outside_links_notice(links: list[pathlib.Path]) -> list[LoadNotice]:
+    if not links:
+        return []
+    return [LoadNotice("outside_link", f"Links leading outside the dataset roots were skipped ({len(links)}): "
+                       f"{names(links)}; copy what they point to into the dataset folder to use it.", tuple(links))]
 
 
 def _inspect_all(paths: list[pathlib.Path]) -> tuple[dict[pathlib.Path, ImageFacts], list[SkippedFile]]:
@@ -294,11 +322,9 @@ def _inspect_or_skip(path: pathlib.Path) -> ImageFacts | SkippedFile:
         return SkippedFile(path, error.reason)
 
 
-def _dataset_image(path: pathlib.Path, folder: DatasetFolder, facts: ImageFacts,
-                   caption_extension: str) -> tuple[DatasetImage, list[LoadNotice]]:
-    caption_path = path.with_suffix(caption_extension)
+def _dataset_image(path: pathlib.Path, folder: DatasetFolder, facts: ImageFacts, caption_path: pathlib.Path,
+                   sidecar: SidecarCaption | None) -> tuple[DatasetImage, list[LoadNotice]]:
     notices = []
-    sidecar = read_caption(caption_path) if caption_path.is_file() else None
     if sidecar is not None:
         if sidecar.encoding not in ("utf-8", "utf-8-sig"):
             notices.append(LoadNotice(
@@ -343,11 +369,12 @@ def _shared_caption_notices(images: list[DatasetImage]) -> list[LoadNotice]:
     ]
 
 
-def _other_extension_notices(images: list[DatasetImage], caption_extension: str) -> list[LoadNotice]:
+def _other_extension_notices(images: list[DatasetImage], caption_extension: str,
+                             files: set[pathlib.Path]) -> list[LoadNotice]:
     """Uncaptioned images whose caption exists under the other extension: the setting is probably wrong."""
     other = next(extension for extension in CAPTION_EXTENSIONS if extension != caption_extension)
     found = [image.path.with_suffix(other) for image in images
-             if not image.has_caption_file and image.path.with_suffix(other).is_file()]
+             if not image.has_caption_file and image.path.with_suffix(other) in files]
     if not found:
         return []
     return [LoadNotice("other_caption_extension", f"Images without a {caption_extension} caption have a {other} file "
@@ -355,12 +382,13 @@ def _other_extension_notices(images: list[DatasetImage], caption_extension: str)
                        tuple(found))]
 
 
-def _ignored_subfolders_notice(root: pathlib.Path, folders: list[pathlib.Path], why: str) -> list[LoadNotice]:
+def _ignored_subfolders_notice(root: pathlib.Path, folders: list[pathlib.Path], why: str,
+                               roots: DatasetRoots | None) -> list[LoadNotice]:
     with_images = [folder for folder in folders if any(is_image_file(p) for p in folder.iterdir())]
     if not with_images:
         return []
     names = ", ".join(f"'{folder.name}'" for folder in with_images)
-    return [LoadNotice("ignored_folder", f"Subfolders {names} of {root} hold images but are not used: {why}. "
+    return [LoadNotice("ignored_folder", f"Subfolders {names} of {shown_path(root, roots)} hold images but are not used: {why}. "
                        "Name them N_name (e.g. '10_ohwx woman') to train on them.", tuple(with_images))]
 
 

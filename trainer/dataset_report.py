@@ -62,6 +62,7 @@ class FolderLine:
 @dataclass
 class DatasetReport:
     root: pathlib.Path
+    shown_root: str  # how the text names the folder (relative to its dataset root for ComfyUI's nodes)
     layout: str
     folders: list[FolderLine]
     batch_size: int
@@ -99,7 +100,7 @@ class DatasetReport:
         return self.steps_per_epoch * self.epochs
 
     def text(self) -> str:
-        lines = [f"Dataset: {self.root} ({self.layout} layout)", "Folders:"]
+        lines = [f"Dataset: {self.shown_root} ({self.layout} layout)", "Folders:"]
         for line in self.folders:
             role = " (regularization)" if line.is_regularization else ""
             lines.append(f"  {line.name or self.root.name}{role}: {line.images} images x {line.repeats} repeats "
@@ -145,6 +146,7 @@ def build_report(loaded: LoadedDataset, *, batch_size: int = 1, epochs: int = 10
     findings += _quantity_findings(training, epochs)
     return DatasetReport(
         root=dataset.root,
+        shown_root=dataset.shown_root or str(dataset.root),
         layout=loaded.layout,
         folders=[FolderLine(folder.name, loaded.image_counts[folder.path], folder.repeats, folder.is_regularization)
                  for folder in loaded.folders],

@@ -27,3 +27,16 @@ class LoraFileError(LoraLabError):
 
 class CaptionerError(LoraLabError):
     """A captioning model is missing, cannot be downloaded, or failed."""
+
+
+class TrainingStateError(LoraLabError):
+    """A resumable training state cannot be written, or a stored one does not parse."""
+
+
+class DiskFull(LoraLabError):
+    """A write ran out of disk space (or quota); nothing partial was left, and the message says how much is needed."""
+
+    def __init__(self, message: str, folder: str, needed: int) -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.needed = needed

@@ -6,15 +6,19 @@ import pathlib
 import re
 
 from .errors import SettingsError
+from .path_limits import check_length
 
+# Bytes kept free in the file name for what saving appends: an epoch or counter suffix, the extension, a
+# "_2" when the name is taken, and the hidden partial name a crash-safe write uses (".<name>.<8 hex>.partial").
+NAME_RESERVE = 48
 _RESERVED_CHARACTERS = re.compile(r'[<>:"|?*\x00-\x1f]')  # not allowed in Windows file names
 
 
 def prefix_parts(prefix: str, folder: str, root: str | os.PathLike, example: str) -> list[str]:
     """The path parts of `prefix` (subfolders, then the file name), or a SettingsError saying what to change.
 
-    Refuses what would leave `root` (ComfyUI's `folder` folder), an empty file name, and characters file
-    systems reject; `example` is a good value to show in the message.
+    Refuses what would leave `root` (ComfyUI's `folder` folder), an empty file name, characters file
+    systems reject and names or paths too long to save under; `example` is a good value to show in the message.
     """
     cleaned = prefix.strip().replace("\\", "/")
     parts = [part for part in cleaned.split("/") if part not in ("", ".")]
@@ -31,4 +35,5 @@ def prefix_parts(prefix: str, folder: str, root: str | os.PathLike, example: str
             f"filename_prefix {prefix!r} contains {' '.join(repr(c) for c in bad)}, which file systems reject; "
             "remove those characters (spaces, Japanese and full-width characters are fine)."
         )
+    check_length("filename_prefix", os.path.join(os.path.abspath(root), *parts), root, reserve=NAME_RESERVE)
     return parts

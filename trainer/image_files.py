@@ -1,6 +1,7 @@
 """PNG files in ComfyUI's output folder, written as SaveImage writes them (workflow embedded), but atomically."""
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Any
@@ -45,8 +46,9 @@ def save_output_png(image: Image.Image, filename_prefix: str, info: PngInfo | No
         filename_prefix, folder_paths.get_output_directory(), image.width, image.height)
     os.makedirs(folder, exist_ok=True)
     filename = f"{name}_{counter:05}_.png"
-    write_atomically(os.path.join(folder, filename),
-                     lambda stream: image.save(stream, format="PNG", pnginfo=info, compress_level=4))
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG", pnginfo=info, compress_level=4)
+    write_atomically(os.path.join(folder, filename), encoded.getvalue())
     return {"filename": filename, "subfolder": subfolder, "type": "output"}
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -14,23 +15,25 @@ from typing import Callable
 import comfy.model_management as mm
 import torch
 
-from . import data, memory, objectives, session
+from . import data, memory, objectives, run_folders, session
 from .adapters import AdapterSet, create_adapters
 from .captions import process_caption
 from .dataset import LoraDataset
 from .dataset_report import kohya_dataset_summary
-from .errors import DatasetError, OutOfMemory, SettingsError, TrainingDiverged
+from .errors import DatasetError, DiskFull, OutOfMemory, SettingsError, TrainingDiverged
 from .families import Family, detect_family
 from .kohya_names import text_encoder_name, unet_names
 from .optim import build_optimizer, build_scheduler
+from .precision import choose_precision
 from .progress import EpochReport, StepReport, TrainingObserver
-from .run_state import RunPosition, RunState, load_run_state, save_run_state
+from .run_state import ADAPTERS_FILE, EPOCHS_FILE, OPTIMIZER_FILE, RunPosition, RunState, load_run_state, save_run_state
 from .settings import TrainingSettings
 from .targets import text_encoder_targets, unet_targets
 from .trained_lora import EpochWeights, TrainedLora
 
 log = logging.getLogger(__name__)
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+FACTORED_OPTIMIZERS = ("Adafactor", "AdamW8bit")  # per-parameter state in row/column factors or quantised blocks
 # Called after each epoch with its kohya weights (e.g. to render samples); may load other models.
 EpochWeightsHook = Callable[[int, dict[str, torch.Tensor]], None]
 
@@ -38,7 +41,7 @@ EpochWeightsHook = Callable[[int, dict[str, torch.Tensor]], None]
 @dataclass
 class TrainingOutcome:
     lora: TrainedLora
-    warning: str = ""  # set when training stopped early (divergence) but good epochs were kept
+    warning: str = ""  # set when training stopped early (divergence, a full disk) but trained epochs were kept
 
 
 class TrainingCancelled(Exception):
@@ -64,16 +67,21 @@ class Trainer:
 
     def __init__(self, model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, observer: TrainingObserver,
                  state_dir: pathlib.Path, resume_from: pathlib.Path | None = None,
-                 initial_lora: TrainedLora | None = None, on_epoch_weights: EpochWeightsHook | None = None) -> None:
+                 initial_lora: TrainedLora | None = None, on_epoch_weights: EpochWeightsHook | None = None,
+                 keep_state: bool = False) -> None:
         self.model, self.clip, self.vae = model, clip, vae
         self.initial_lora = initial_lora
         self.on_epoch_weights = on_epoch_weights
-        self.dataset, self.settings, self.observer = dataset, settings, observer
-        self.state_dir = state_dir
+        self.dataset, self.observer = dataset, observer
+        self.state_dir, self.resume_from, self.keep_state = state_dir, resume_from, keep_state
         self.family: Family = detect_family(model)
         self.resolution = settings.resolution or self.family.native_resolution
         self._check_resolution()
         self.device = mm.get_torch_device()
+        # Settings as given are what a resume must match; everything computed uses the resolved precision.
+        self.requested_settings = settings
+        self.precision = choose_precision(settings.mixed_precision, self.device)
+        self.settings = dataclasses.replace(settings, mixed_precision=self.precision.value)
         with torch.inference_mode(False):  # nodes run in inference mode; the optimizer state must be trainable
             self.resume = load_run_state(resume_from) if resume_from else None
         if self.resume:
@@ -91,7 +99,7 @@ class Trainer:
                                 f"(e.g. {self.family.native_resolution}; 0 = native size).")
 
     def _check_resumable(self, state: RunState) -> None:
-        differing = [name for name, value in self.settings.as_dict().items()
+        differing = [name for name, value in self.requested_settings.as_dict().items()
                      if name != "epochs" and state.settings.get(name) != value]
         if differing:
             raise SettingsError(f"resume_from: the saved run used different settings ({', '.join(differing)}); "
@@ -178,9 +186,11 @@ class Trainer:
 
     def _train(self) -> TrainingOutcome:
         s = self.settings
+        self.observer.on_stage(self.precision.reason)
         training_images, validation_images = data.split_validation(list(self.dataset.images), s.validation_split, s.seed)
         if not training_images:
-            raise DatasetError(f"The dataset at {self.dataset.root} has no training images left.")
+            raise DatasetError(f"The dataset at {self.dataset.shown_root or self.dataset.root} has no training images "
+                               "left after the validation split; lower validation_split or add images.")
         # Before any work: stop now, naming settings that would fit, if the estimated peak memory cannot fit.
         estimate = memory.check_fits(self.unet_patcher, self.clip_for_training, self.unet_adapters, self.text_adapters,
                                      training_images, s, self.resolution, self.family.bucket_step, self.device)
@@ -224,7 +234,6 @@ class Trainer:
         self.observer.on_stage(f"Training {s.epochs} epochs x {self.steps_per_epoch} steps")
         started = time.monotonic()
         steps_this_session = 0
-        warning = ""
         for epoch in range(state.position.epoch, s.epochs + 1):
             batches = data.epoch_batches(self.samples, s.batch_size, s.seed, epoch)
             epoch_losses: list[float] = []
@@ -235,13 +244,12 @@ class Trainer:
                     loss = self._micro_step(batches[batch_index], step_seed(s.seed, epoch, batch_index))
                 except mm.InterruptProcessingException as interrupt:
                     # ComfyUI's layers raise on cancel mid-forward: keep the last completed optimizer step.
-                    self._save_state(state)
-                    raise TrainingCancelled(self.state_dir) from interrupt
+                    raise self._cancelled(state) from interrupt
                 if not math.isfinite(loss):
                     warning = self._divergence_message(epoch, state)
                     if not state.epochs:
                         raise TrainingDiverged(warning)
-                    return TrainingOutcome(self._result(state), warning)
+                    return self._finished(state, warning)
                 accumulated.append(loss)
                 is_last = batch_index == len(batches) - 1
                 if len(accumulated) < s.gradient_accumulation and not is_last:
@@ -258,23 +266,59 @@ class Trainer:
                 steps_this_session += 1
                 rate = steps_this_session / max(1e-9, time.monotonic() - started)
                 if self.observer.interrupted():
-                    self._save_state(state)
-                    raise TrainingCancelled(self.state_dir)
+                    raise self._cancelled(state)
                 self.observer.on_step(StepReport(state.position.optimizer_step, total_steps, epoch, s.epochs,
                                                  step_loss, learning_rate, rate))
-            self._end_epoch(state, epoch, epoch_losses)
-        return TrainingOutcome(self._result(state), warning)
+            try:
+                self._end_epoch(state, epoch, epoch_losses)
+            except DiskFull as error:
+                return self._stopped_by_full_disk(state, epoch, error)
+        return self._finished(state)
+
+    def _finished(self, state: RunState, warning: str = "") -> TrainingOutcome:
+        """A run that ended (every epoch, or diverged): its state is of no further use unless asked to keep it."""
+        kept = self.keep_state or not run_folders.remove_run(self.state_dir, state.run_id)
+        return TrainingOutcome(self._result(state, self.state_dir if kept else None), warning)
+
+    def _stopped_by_full_disk(self, state: RunState, epoch: int, error: DiskFull) -> TrainingOutcome:
+        """Keep what was trained: the epochs so far go out in the LORA, the last saved state stays resumable."""
+        if not state.epochs:
+            raise error
+        kept = ", ".join(str(number) for number in sorted(state.epochs))
+        warning = (f"Training stopped at the end of epoch {epoch}. {error} {self._resume_hint()} The LORA output holds "
+                   f"the epochs trained so far ({kept}): save them with Save LoRA (on another disk if this one is full).")
+        return TrainingOutcome(self._result(state, self.state_dir), warning)
+
+    def _cancelled(self, state: RunState) -> TrainingCancelled:
+        """Save the state at the last completed optimizer step; the caller raises what this returns."""
+        try:
+            self._save_state(state)
+        except DiskFull as error:
+            raise DiskFull(f"Training was cancelled, but its state could not be saved. {error} {self._resume_hint()}",
+                           error.folder, error.needed) from error
+        return TrainingCancelled(self.state_dir)
+
+    def _resume_hint(self) -> str:
+        if run_folders.has_saved_state(self.state_dir):
+            return f"The last saved state is kept in {self.state_dir}: set resume_from to it to continue once there is space."
+        return "No state of this run could be saved yet."
 
     def _initial_state(self) -> RunState:
         if self.resume is None:
-            return RunState(self.settings.as_dict(), self.family.name, dataset_fingerprint(self.dataset), RunPosition(),
-                            {}, {}, {}, None, started_at=time.time())
+            return RunState(run_folders.new_run_id(), self.requested_settings.as_dict(), self.family.name,
+                            dataset_fingerprint(self.dataset), RunPosition(), {}, {}, {}, None, started_at=time.time())
         state = self.resume
+        self._check_resumed_tensors(state)
         self._load_adapters(state.adapters)
-        self.optimizer.load_state_dict(state.optimizer)
-        self.scheduler.load_state_dict(state.scheduler)
-        if self.scaler and state.scaler:
-            self.scaler.load_state_dict(state.scaler)
+        try:
+            self.optimizer.load_state_dict(state.optimizer)
+            self.scheduler.load_state_dict(state.scheduler)
+            if self.scaler and state.scaler:
+                self.scaler.load_state_dict(state.scaler)
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+            raise SettingsError(f"resume_from: the optimizer state in {self.resume_from} ({OPTIMIZER_FILE}) does not fit "
+                                f"this run ({error}); the state is damaged. Start the run again.") from error
+        self._check_optimizer_shapes()
         if state.position.batch_index >= len(data.epoch_batches(self.samples, self.settings.batch_size, self.settings.seed, state.position.epoch)):
             state.position = RunPosition(state.position.epoch + 1, 0, state.position.optimizer_step)
         return state
@@ -420,6 +464,30 @@ class Trainer:
         state.scaler = self.scaler.state_dict() if self.scaler else None
         save_run_state(self.state_dir, state)
 
+    def _check_resumed_tensors(self, state: RunState) -> None:
+        """The saved adapters and epochs must have this run's layers and shapes, or nothing after would make sense."""
+        expected = {key: tuple(value.shape) for adapters in (self.unet_adapters, self.text_adapters) if adapters
+                    for key, value in adapters.raw_state().items()}
+        if {key: tuple(value.shape) for key, value in state.adapters.items()} != expected:
+            raise SettingsError(f"resume_from: the adapters in {self.resume_from} ({ADAPTERS_FILE}) do not have this "
+                                "model's layers and shapes; the state is damaged or from another model. Start the run again.")
+        kohya = {key: tuple(value.shape) for key, value in self._kohya_weights().items()}
+        for epoch, weights in state.epochs.items():
+            if {key: tuple(value.shape) for key, value in weights.weights.items()} != kohya:
+                raise SettingsError(f"resume_from: epoch {epoch} in {self.resume_from} ({EPOCHS_FILE}) does not have "
+                                    "this model's layers and shapes; the state is damaged. Start the run again.")
+
+    def _check_optimizer_shapes(self) -> None:
+        """Per-parameter optimizer state must match its parameter (factored and 8-bit states have their own shapes)."""
+        if self.settings.optimizer in FACTORED_OPTIMIZERS:
+            return
+        for parameter in self.trainable:
+            for name, value in self.optimizer.state.get(parameter, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != parameter.shape:
+                    raise SettingsError(f"resume_from: the optimizer state '{name}' in {self.resume_from} "
+                                        f"({OPTIMIZER_FILE}) has shape {tuple(value.shape)} for a parameter of shape "
+                                        f"{tuple(parameter.shape)}; the state is damaged. Start the run again.")
+
     def _divergence_message(self, epoch: int, state: RunState) -> str:
         s = self.settings
         kept = f"The last good epoch ({max(state.epochs)}) is kept." if state.epochs else "No epoch finished, so nothing was kept."
@@ -427,7 +495,7 @@ class Trainer:
                   else f"lower unet_lr (now {s.unet_lr:g})" + (f" and text_encoder_lr (now {s.text_encoder_lr:g})" if s.trains_text_encoder else ""))
         return f"Training stopped in epoch {epoch}: the loss became NaN/inf (diverged). {kept} To fix: {advice}."
 
-    def _result(self, state: RunState) -> TrainedLora:
+    def _result(self, state: RunState, state_dir: pathlib.Path | None) -> TrainedLora:
         s = self.settings
         validation = [(int(e), float(v)) for e, v in state.validation_history]
         if validation:
@@ -444,7 +512,7 @@ class Trainer:
             loss_history=[(int(a), float(b)) for a, b in state.loss_history],
             learning_rate_history=[(int(a), float(b)) for a, b in state.learning_rate_history],
             validation_history=validation, recommended_epoch=recommended, recommendation=reason,
-            state_dir=str(self.state_dir), started_at=state.started_at, finished_at=time.time(),
+            state_dir=None if state_dir is None else str(state_dir), started_at=state.started_at, finished_at=time.time(),
         )
 
     def _dataset_summary(self) -> dict:
@@ -457,6 +525,11 @@ class Trainer:
 def train_lora(model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, observer: TrainingObserver,
                state_dir: pathlib.Path, resume_from: pathlib.Path | None = None,
                initial_lora: TrainedLora | None = None,
-               on_epoch_weights: EpochWeightsHook | None = None) -> TrainingOutcome:
-    """Train a LoRA on the graph's MODEL/CLIP/VAE (from scratch, or continuing `initial_lora`); they are left as they were."""
-    return Trainer(model, clip, vae, dataset, settings, observer, state_dir, resume_from, initial_lora, on_epoch_weights).run()
+               on_epoch_weights: EpochWeightsHook | None = None, keep_state: bool = False) -> TrainingOutcome:
+    """Train a LoRA on the graph's MODEL/CLIP/VAE (from scratch, or continuing `initial_lora`); they are left as they were.
+
+    The resumable state in `state_dir` is removed when the run finishes, unless `keep_state`; a cancelled run,
+    or one stopped by a full disk, keeps it.
+    """
+    return Trainer(model, clip, vae, dataset, settings, observer, state_dir, resume_from, initial_lora, on_epoch_weights,
+                   keep_state).run()

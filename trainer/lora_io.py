@@ -14,13 +14,14 @@ import pickle
 import re
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import safetensors
 import safetensors.torch
 import torch
 
 from . import atomic_files
-from .errors import LoraFileError, SettingsError
+from .errors import DiskFull, LoraFileError, SettingsError
 from .filename_prefix import prefix_parts
 from .lora_metadata import build_metadata
 from .trained_lora import TrainedLora
@@ -143,7 +144,7 @@ def write_atomically(path: pathlib.Path, data: bytes, overwrite: bool) -> None:
     """Write a LoRA file whole or not at all (see atomic_files), with errors that say what to do."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_files.write_atomically(path, lambda stream: stream.write(data), overwrite=overwrite)
+        atomic_files.write_atomically(path, data, overwrite=overwrite)
     except FileExistsError as error:
         raise LoraFileError(
             f"{error.filename2 or error.filename or path} already exists and was left untouched; save again to pick a free name "
@@ -157,19 +158,29 @@ def write_atomically(path: pathlib.Path, data: bytes, overwrite: bool) -> None:
 
 
 def save_lora_files(lora: TrainedLora, loras_root: str | os.PathLike, prefix: str, epochs: str, dtype: str,
-                    overwrite: bool) -> list[SavedLora]:
-    """Write the chosen epochs of `lora` as kohya-format files; returns what was written, final epoch last."""
+                    overwrite: bool, should_stop: Callable[[], bool] = lambda: False) -> list[SavedLora]:
+    """Write the chosen epochs of `lora` as kohya-format files; returns what was written, final epoch last.
+
+    `should_stop` is asked before each file (ComfyUI's cancel): the files written until then are whole, and
+    only they are returned. A full disk is a DiskFull naming the file that was not saved and those that were.
+    """
+    output = resolve_output_name(loras_root, prefix)
     chosen = select_epochs(epochs, lora)
     file_epochs = [None if epoch == lora.final_epoch else epoch for epoch in chosen]
-    output = resolve_output_name(loras_root, prefix)
     if not overwrite:
         output = free_output_name(output, file_epochs)
     saved_at = time.time()
     saved = []
     for epoch, file_epoch in zip(chosen, file_epochs):
+        if should_stop():
+            break
         path = output.path(file_epoch)
         metadata = build_metadata(lora, epoch, output.name, saved_at)
-        write_atomically(path, serialize_lora(cast_weights(lora.weights(epoch), dtype), metadata), overwrite)
+        try:
+            write_atomically(path, serialize_lora(cast_weights(lora.weights(epoch), dtype), metadata), overwrite)
+        except DiskFull as error:
+            before = f" Saved before it: {', '.join(item.lora_name for item in saved)}." if saved else ""
+            raise DiskFull(f"{path.name} was not saved. {error}{before}", error.folder, error.needed) from error
         lora_name = os.path.relpath(path, output.root)
         saved.append(SavedLora(path, lora_name, output.subfolder, path.name, epoch))
         logger.info("Saved epoch %d of the LoRA to %s", epoch, path)

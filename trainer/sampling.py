@@ -20,6 +20,11 @@ from .families import detect_family
 from .sweep import SweepPlan
 
 SAME_ARCHITECTURE = {"sd2_v": "sd2"}  # v-prediction changes the objective, not the layers
+# Limits of what one image may ask for: Strength Sweep's widgets and sample prompts' --w --h --s --l --d share them.
+MIN_SIZE, MAX_SIZE, SIZE_STEP = 16, 4096, 8  # pixels; every supported VAE divides multiples of 8
+MAX_STEPS = 200
+MAX_CFG = 30.0
+MAX_SEED = 0xFFFFFFFFFFFFFFFF  # KSampler's seed range
 
 # (done, total, finished image or None): progress in sampler steps over the whole job, with a preview.
 ProgressCallback = Callable[[int, int, "torch.Tensor | None"], None]

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import SettingsError
+from .finite import require_finite
 
 NETWORKS = ("LoRA", "LoCon", "LoHa", "LoKr")
 OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Prodigy", "Adafactor", "SGD")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
-PRECISIONS = ("bf16", "fp16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # auto: what the device computes natively (trainer.precision)
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class TrainingSettings:
     optimizer: str = "AdamW"
     lr_scheduler: str = "constant"
     warmup_steps: int = 0
-    mixed_precision: str = "bf16"
+    mixed_precision: str = "auto"
     gradient_checkpointing: bool = True
     seed: int = 42
     noise_offset: float = 0.0
@@ -45,6 +46,9 @@ class TrainingSettings:
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            if item.type == "float":
+                require_finite(item.name, getattr(self, item.name))
         self._check_choice("network", NETWORKS)
         self._check_choice("optimizer", OPTIMIZERS)
         self._check_choice("lr_scheduler", SCHEDULERS)

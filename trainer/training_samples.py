@@ -14,7 +14,8 @@ import torch
 
 from .errors import SettingsError
 from .image_files import output_path, png_info, save_output_png, to_pil
-from .sampling import SamplingSettings, encode_text, render_image, with_lora
+from .sampling import (MAX_CFG, MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, SamplingSettings, encode_text,
+                       render_image, with_lora)
 
 DEFAULT_STEPS = 20
 DEFAULT_SAMPLER, DEFAULT_SCHEDULER = "euler", "normal"
@@ -51,33 +52,47 @@ def parse_sample_prompts(text: str, defaults: SamplePrompt) -> list[SamplePrompt
 
 
 def _apply_option(prompt: SamplePrompt, flag: str, value: str, number: int) -> SamplePrompt:
-    def whole(kind: str, minimum: int) -> int:
+    """One kohya option, parsed and bounded as Strength Sweep bounds its widgets."""
+
+    def whole(kind: str, low: int, high: int, step: int = 1) -> int:
         try:
             parsed = int(value)
         except ValueError:
-            raise SettingsError(f"sample_prompts line {number}: --{flag} needs a whole number ({kind}), got '{value}'.") from None
-        if parsed < minimum:
-            raise SettingsError(f"sample_prompts line {number}: --{flag} {parsed} is below {minimum}.")
+            raise SettingsError(f"sample_prompts line {number}: --{flag} needs a whole number ({kind}), "
+                                f"got '{_excerpt(value)}'.") from None
+        if not low <= parsed <= high or parsed % step:
+            spacing = f", a multiple of {step}" if step > 1 else ""
+            raise SettingsError(f"sample_prompts line {number}: --{flag} {_excerpt(str(parsed))} is out of range: the "
+                                f"{kind} must be {low} to {high}{spacing}.")
         return parsed
 
     settings = prompt.settings
     if flag == "n":
         return replace(prompt, negative=value)
     if flag == "w":
-        return replace(prompt, settings=replace(settings, width=whole("width in pixels", 16)))
+        return replace(prompt, settings=replace(settings, width=whole("width in pixels", MIN_SIZE, MAX_SIZE, SIZE_STEP)))
     if flag == "h":
-        return replace(prompt, settings=replace(settings, height=whole("height in pixels", 16)))
+        return replace(prompt, settings=replace(settings, height=whole("height in pixels", MIN_SIZE, MAX_SIZE, SIZE_STEP)))
     if flag == "d":
-        return replace(prompt, seed=whole("seed", 0))
+        return replace(prompt, seed=whole("seed", 0, MAX_SEED))
     if flag == "s":
-        return replace(prompt, settings=replace(settings, steps=whole("steps", 1)))
+        return replace(prompt, settings=replace(settings, steps=whole("number of steps", 1, MAX_STEPS)))
     if flag == "l":
         try:
-            return replace(prompt, settings=replace(settings, cfg=float(value)))
+            cfg = float(value)
         except ValueError:
-            raise SettingsError(f"sample_prompts line {number}: --l needs a CFG scale such as 7, got '{value}'.") from None
-    raise SettingsError(f"sample_prompts line {number}: unknown option --{flag}; use --n (negative), --w, --h, "
+            raise SettingsError(f"sample_prompts line {number}: --l needs a CFG scale such as 7, got "
+                                f"'{_excerpt(value)}'.") from None
+        if not 0 <= cfg <= MAX_CFG:  # false for nan too
+            raise SettingsError(f"sample_prompts line {number}: --l {_excerpt(value)} is out of range: the CFG scale "
+                                f"must be a number from 0 to {MAX_CFG:g}.")
+        return replace(prompt, settings=replace(settings, cfg=cfg))
+    raise SettingsError(f"sample_prompts line {number}: unknown option --{_excerpt(flag)}; use --n (negative), --w, --h, "
                         "--d (seed), --l (CFG) or --s (steps).")
+
+
+def _excerpt(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class EpochSampler:

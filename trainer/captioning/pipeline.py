@@ -10,6 +10,7 @@ from typing import Callable, Protocol
 from PIL import Image
 
 from ..dataset import DatasetImage, LoraDataset
+from ..dataset_roots import DatasetRoots
 from ..errors import SettingsError
 from ..images import UnreadableImage, open_training_image
 from . import device, models
@@ -72,6 +73,7 @@ class CaptionOutcome:
 class CaptionRun:
     dataset: LoraDataset
     outcomes: list[CaptionOutcome] = field(default_factory=list)
+    to_caption: int = 0  # images chosen; fewer outcomes when the run was stopped
 
     def count(self, action: str) -> int:
         return sum(1 for outcome in self.outcomes if outcome.action == action)
@@ -108,13 +110,15 @@ def load_captioner(settings: CaptionSettings) -> Captioner:
 
 
 def caption_dataset(dataset: LoraDataset, settings: CaptionSettings, *,
-                    before_image: Callable[[], None] = lambda: None,
-                    after_image: Callable[[int, int], None] = lambda done, total: None) -> CaptionRun:
+                    should_stop: Callable[[], bool] = lambda: False,
+                    after_image: Callable[[int, int], None] = lambda done, total: None,
+                    roots: DatasetRoots | None = None) -> CaptionRun:
     """Caption the chosen images and return the dataset with the new captions.
 
-    `before_image` runs before each image (ComfyUI's interrupt check goes there); `after_image(done,
-    total)` once with 0 before loading and after each image (the progress bar). The captioner is
-    unloaded even when cancelled or failing.
+    `should_stop` is asked before each image (ComfyUI's cancel): the run then ends there, every file written
+    so far whole, and the outcomes say which. `after_image(done, total)` runs once with 0 before loading and
+    after each image (the progress bar). With `roots`, an image or caption file whose real path is outside
+    them is neither read nor written. The captioner is unloaded even when stopped or failing.
     """
     targets = images_to_caption(dataset, settings)
     if not targets:
@@ -124,17 +128,22 @@ def caption_dataset(dataset: LoraDataset, settings: CaptionSettings, *,
     captioner = load_captioner(settings)
     try:
         for done, image in enumerate(targets, start=1):
-            before_image()
-            outcomes.append(_caption_one(captioner, image, settings))
+            if should_stop():
+                break
+            outcomes.append(_caption_one(captioner, image, settings, roots))
             after_image(done, len(targets))
     finally:
         captioner.close()
         del captioner
         device.release_memory()
-    return CaptionRun(_with_outcomes(dataset, outcomes), outcomes)
+    return CaptionRun(_with_outcomes(dataset, outcomes), outcomes, len(targets))
 
 
-def _caption_one(captioner: Captioner, image: DatasetImage, settings: CaptionSettings) -> CaptionOutcome:
+def _caption_one(captioner: Captioner, image: DatasetImage, settings: CaptionSettings,
+                 roots: DatasetRoots | None) -> CaptionOutcome:
+    if roots is not None and not (roots.contains(image.path) and roots.contains(image.caption_path)):
+        return CaptionOutcome(image.path, image.caption, "failed",
+                              detail="the image or its caption file leads outside the dataset roots")
     try:
         pixels = open_training_image(image.path, draft_size=(TAGGER_SIDE, TAGGER_SIDE))
     except UnreadableImage as error:  # changed on disk since Load Dataset read it
@@ -147,7 +156,8 @@ def _caption_one(captioner: Captioner, image: DatasetImage, settings: CaptionSet
                                exclude=settings.exclude_tags, replace_underscores=settings.replace_underscores,
                                max_tags=settings.max_tags)
     result: WriteResult = store_caption(image.caption_path, caption, settings.mode)
-    return CaptionOutcome(image.path, result.caption, result.action, result.backup)
+    # A kept file that holds no text (binary data) leaves the image with the caption it had.
+    return CaptionOutcome(image.path, result.caption or image.caption, result.action, result.backup)
 
 
 def _with_outcomes(dataset: LoraDataset, outcomes: list[CaptionOutcome]) -> LoraDataset:

@@ -7,7 +7,6 @@ the same folder and renamed into place, so an interrupted run leaves old or new 
 """
 from __future__ import annotations
 
-import os
 import pathlib
 from dataclasses import dataclass
 
@@ -28,9 +27,10 @@ def store_caption(caption_path: pathlib.Path, caption: str, mode: str) -> WriteR
     """Apply `mode` to one image's caption file; returns what happened."""
     if mode == "memory_only":
         return WriteResult("memory", caption)
-    existing = read_caption(caption_path).text if caption_path.is_file() else ""
+    sidecar = read_caption(caption_path) if caption_path.is_file() else None
+    existing = sidecar.text if sidecar is not None else ""
     if mode == "fill_missing":
-        if existing:
+        if existing or (sidecar is not None and not sidecar.is_text):  # never replace a file without a backup
             return WriteResult("kept", existing)
         write_text_atomically(caption_path, caption + "\n")
         return WriteResult("written", caption)
@@ -44,16 +44,16 @@ def store_caption(caption_path: pathlib.Path, caption: str, mode: str) -> WriteR
 
 
 def back_up(path: pathlib.Path) -> pathlib.Path:
-    """Copy `path` byte for byte to the first free `<name>.bak`, `<name>.bak2`, ... (never replacing one)."""
+    """Copy `path` byte for byte to the first free `<name>.bak`, `<name>.bak2`, ... (never replacing one).
+
+    The copy is written like every other file (whole or not at all), so a full disk leaves no empty `.bak`.
+    """
     data = path.read_bytes()
     number = 1
     while True:
         backup = path.with_name(f"{path.name}.bak{number if number > 1 else ''}")
         try:
-            with backup.open("xb") as handle:  # "x": fails instead of replacing an earlier backup
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            write_atomically(backup, data, overwrite=False)
             return backup
         except FileExistsError:
             number += 1
@@ -61,4 +61,4 @@ def back_up(path: pathlib.Path) -> pathlib.Path:
 
 def write_text_atomically(path: pathlib.Path, text: str) -> None:
     """UTF-8 (no BOM, newlines as given), whole or not at all."""
-    write_atomically(path, lambda stream: stream.write(text.encode("utf-8")))
+    write_atomically(path, text.encode("utf-8"))

@@ -8,6 +8,7 @@ rough stars, while it learns the ring cleanly.)
 """
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ def write_concept_dataset(folder: str | os.PathLike, count: int = 20, seed: int 
         background = CONCEPT_BACKGROUNDS[index % len(CONCEPT_BACKGROUNDS)]
         image = scenes.render(scenes.named_scene(CONCEPT.colour, CONCEPT.shape, background, rng))
         caption = CONCEPT.caption(background) + "\n"
-        write_atomically(target / f"{name}.png", lambda stream: Image.fromarray(image).save(stream, format="PNG"), overwrite=False)
-        write_atomically(target / f"{name}.txt", lambda stream: stream.write(caption.encode("utf-8")), overwrite=False)
+        encoded = io.BytesIO()
+        Image.fromarray(image).save(encoded, format="PNG")
+        write_atomically(target / f"{name}.png", encoded.getvalue(), overwrite=False)
+        write_atomically(target / f"{name}.txt", caption.encode("utf-8"), overwrite=False)
     return root
 
