@@ -9,6 +9,7 @@ import comfy.sd
 import comfy.utils
 import folder_paths
 
+from ..trainer.cpu_threads import fits_threads_to_load
 from ..trainer.data import to_pixels
 from ..trainer.errors import SettingsError
 from ..trainer.families import detect_family
@@ -81,6 +82,7 @@ class TrainLoRA:
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
+    @fits_threads_to_load(mm.get_torch_device)
     def train(self, model, clip, vae, dataset, resume_from: str = "", initial_lora=None, sample_prompts: str = "",
               sample_every_n_epochs: int = 0, unique_id: str | None = None, prompt: dict | None = None,
               extra_pnginfo: dict | None = None, **inputs):
