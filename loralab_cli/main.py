@@ -221,10 +221,9 @@ def outcome_from_history(client: ComfyClient, run: Run, history: dict[str, Any],
         elif kind == "execution_interrupted":
             outcome.status = "interrupted"
             outcome.error = f"interrupted at {_where(run.workflow, data.get('node_id'))}"
-    for node_id, output in history.get("outputs", {}).items():
+    for output in history.get("outputs", {}).values():
         outcome.loras += [item["path"] for item in output.get("loras", []) if item.get("path")]
-        outcome.images += [{"path": image_path(image), "url": client.view_url(image),
-                            "node": node_title(run.workflow, node_id) if node_id in run.workflow else node_id}
+        outcome.images += [{"path": image_path(image), "url": client.view_url(image)}
                            for image in output.get("images", []) if image.get("type") == "output"]
     return outcome
 
