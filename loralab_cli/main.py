@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import pathlib
+import signal
 import sys
 import time
 import uuid
@@ -16,7 +17,8 @@ import websocket
 
 from .client import UNREACHABLE_EXIT, ComfyClient
 from .progress import ProgressDisplay, format_duration
-from .workflow import CliError, Override, Run, Workflow, apply_overrides, load_workflow, node_title, runs_for_datasets
+from .workflow import (CliError, Override, Run, Workflow, apply_overrides, check_choices, load_workflow, node_title,
+                       runs_for_datasets)
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 SILENCE_POLL_S = 15  # without websocket news for this long, ask /history (a message may have been missed)
@@ -83,6 +85,7 @@ class Outcome:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    listen_for_ctrl_c()
     try:
         return run_command(args)
     except CliError as error:
@@ -90,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
 
 
+def listen_for_ctrl_c() -> None:
+    """Ctrl-C cancels the queued runs even when the command was started with SIGINT ignored (as a shell's `cmd &`
+    starts it), which would otherwise leave them running on the server."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run_command(args: argparse.Namespace) -> int:
-    workflow = load_workflow(args.workflow)
-    overrides = [Override.parse(text) for text in args.overrides]
-    client = ComfyClient(args.server)
-    workflow = apply_overrides(workflow, overrides, client.node_infos(workflow))
-    runs = runs_for_datasets(workflow, args.datasets, args.dataset_node)
+    client, runs = prepare_runs(args)
     if args.dry_run:
         for run in runs:
             print(json.dumps(run.workflow, indent=1))
@@ -108,6 +113,17 @@ def run_command(args: argparse.Namespace) -> int:
 
     outcomes = execute(client, runs, display, report)
     return 0 if all(outcome.status == "success" for outcome in outcomes) else FAILED_EXIT
+
+
+def prepare_runs(args: argparse.Namespace) -> tuple[ComfyClient, list[Run]]:
+    """The runs to queue, every value checked against the server's /object_info before anything is queued."""
+    workflow = load_workflow(args.workflow)
+    overrides = [Override.parse(text) for text in args.overrides]
+    client = ComfyClient(args.server)
+    infos = client.node_infos(workflow)
+    workflow = apply_overrides(workflow, overrides, infos)
+    check_choices(workflow, infos, client.base)
+    return client, runs_for_datasets(workflow, args.datasets, args.dataset_node)
 
 
 def execute(client: ComfyClient, runs: list[Run], display: ProgressDisplay,
@@ -123,6 +139,7 @@ def execute(client: ComfyClient, runs: list[Run], display: ProgressDisplay,
                 prompt_id = client.queue(run.workflow, client_id)
                 queued[prompt_id] = run
                 display.add_run(prompt_id, run_label(run, index, len(runs)), run.workflow)
+            display.queued(client.base)
         except CliError:
             cancel(client, list(queued))
             raise

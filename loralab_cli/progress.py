@@ -7,6 +7,7 @@ from .workflow import Workflow, node_title
 
 BAR_WIDTH = 24
 TRAIN_NODE = "LoraLabTrainLoRA"  # sends loralab.train events after each progress update
+SWEEP_EVENT = "loralab.sweep"  # Strength Sweep's images rendered so far (its progress bar counts sampler steps)
 LOG_EVERY = 0.1  # without a terminal, one line per tenth of a node's progress
 
 
@@ -31,6 +32,7 @@ class ProgressDisplay:
         self.interactive = interactive
         self.runs: dict[str, tuple[str, Workflow]] = {}
         self.training: dict[str, Any] | None = None
+        self.sweep: dict[str, Any] | None = None
         self.progress: tuple[str, int, int] | None = None
         self.logged_tenth = -1
         self.line_open = False
@@ -38,15 +40,19 @@ class ProgressDisplay:
     def add_run(self, prompt_id: str, label: str, workflow: Workflow) -> None:
         self.runs[prompt_id] = (label, workflow)
 
+    def queued(self, server: str) -> None:
+        count = len(self.runs)
+        self._print(f"Queued {count} run{'s' if count > 1 else ''} on ComfyUI at {server}; progress follows.")
+
     def handle(self, kind: str, data: dict[str, Any]) -> None:
         run = self.runs.get(data.get("prompt_id"))
         if run is None:
             return
         label, workflow = run
         if kind == "execution_start":
-            self._print(f"{label}started")
+            self._print(f"{label}ComfyUI started the run")
         elif kind == "executing" and data.get("node") is not None:
-            self.training, self.progress, self.logged_tenth = None, None, -1
+            self.training, self.sweep, self.progress, self.logged_tenth = None, None, None, -1
             self._status(f"{label}{self._title(workflow, data['node'])}", permanent=not self.interactive)
         elif kind == "progress":
             self.progress = (str(data.get("node")), int(data["value"]), int(data["max"]))
@@ -54,6 +60,9 @@ class ProgressDisplay:
         elif kind == "loralab.train" and data.get("kind") == "step":
             self.training = data
             self._show_progress(label, workflow, from_training=True)
+        elif kind == SWEEP_EVENT:
+            self.sweep = data
+            self._show_progress(label, workflow, from_training=False)
         elif kind == "loralab.train" and data.get("kind") == "epoch":
             text = f"{label}epoch {data['epoch']}/{data['epochs']} done: loss {data['loss']:.4f}"
             if data.get("validation_loss") is not None:
@@ -78,8 +87,10 @@ class ProgressDisplay:
         if not self.interactive and trains and not from_training:
             return  # the step's loss event follows this bar update: log once, with the figures
         filled = round(BAR_WIDTH * value / maximum) if maximum else 0
-        text = (f"{label}{self._title(workflow, node_id)} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
-                f"{value}/{maximum}")
+        count = f"{value}/{maximum}"
+        if self.sweep is not None and str(self.sweep.get("node")) == node_id:
+            count = f"{self.sweep['images_done']}/{self.sweep['images']} images"
+        text = f"{label}{self._title(workflow, node_id)} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {count}"
         if self.training is not None and str(self.training.get("node")) == node_id:
             text += "  " + training_figures(self.training)
         if self.interactive:

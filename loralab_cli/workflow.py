@@ -17,6 +17,9 @@ NodeInfos = dict[str, dict[str, Any]]  # class_type -> its /object_info entry
 LOAD_DATASET = "LoraLabLoadDataset"
 TRUE_WORDS = {"true", "1", "yes", "on"}
 FALSE_WORDS = {"false", "0", "no", "off"}
+# Inputs whose choices are the files of one of ComfyUI's model folders, for the hint where a missing file goes.
+MODEL_FOLDERS = {"ckpt_name": "checkpoints", "lora_name": "loras", "vae_name": "vae", "unet_name": "diffusion_models",
+                 "clip_name": "text_encoders", "control_net_name": "controlnet", "upscale_model_name": "upscale_models"}
 
 
 class CliError(Exception):
@@ -123,15 +126,28 @@ def is_link(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[1], int)
 
 
+def combo_choices(spec: list[Any]) -> list[Any] | None:
+    """The choices of a combo input (a list in V1 nodes, COMBO with options in V3 nodes); None for other kinds."""
+    kind = spec[0]
+    if isinstance(kind, list):
+        return kind
+    if kind == "COMBO":
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        return list(options.get("options", []))
+    return None
+
+
+def shown_choices(choices: list[Any]) -> str:
+    return ", ".join(str(choice) for choice in choices[:30]) + (", ..." if len(choices) > 30 else "")
+
+
 def convert_value(raw: str, spec: list[Any], label: str) -> Any:
     """The typed value for one widget input, checked the way ComfyUI's widget would accept it."""
     kind = spec[0]
-    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    if isinstance(kind, list) or kind == "COMBO":
-        choices = kind if isinstance(kind, list) else options.get("options", [])
+    choices = combo_choices(spec)
+    if choices is not None:
         if choices and raw not in [str(choice) for choice in choices]:
-            shown = ", ".join(str(choice) for choice in choices[:30]) + (", ..." if len(choices) > 30 else "")
-            raise CliError(f"{label}: {raw!r} is not one of the choices: {shown}.")
+            raise CliError(f"{label}: {raw!r} is not one of the choices: {shown_choices(choices)}.")
         return next((choice for choice in choices if str(choice) == raw), raw)
     if kind == "INT":
         try:
@@ -171,6 +187,37 @@ def apply_overrides(workflow: Workflow, overrides: list[Override], infos: NodeIn
                            "set a value on that node instead, or disconnect it in ComfyUI and export again.")
         node["inputs"][override.input] = convert_value(override.value, spec, label)
     return result
+
+
+def check_choices(workflow: Workflow, infos: NodeInfos, server: str) -> None:
+    """Refuse, before queueing, a choice the server does not offer (ComfyUI would say only "Value not in list").
+
+    A missing model file is the usual case: the message names the file, the folder it belongs in, and the
+    `--set` that picks one the server has.
+    """
+    for node_id, node in workflow.items():
+        info = infos[node["class_type"]]
+        for name, value in node["inputs"].items():
+            spec = input_spec(info, name)
+            choices = None if spec is None or is_link(value) else combo_choices(spec)
+            if choices is None or value in choices:
+                continue
+            folder = MODEL_FOLDERS.get(name)
+            where = f"{describe_node(workflow, node_id)}: {name} {value!r}"
+            ref = _settable_ref(workflow, node_id)
+            example = f'--set "{ref}.{name}={choices[0] if choices else "NAME"}"'
+            if folder is None:
+                raise CliError(f"{where} is not one of the server's choices: {shown_choices(choices)}. "
+                               f"Choose one with {example}.")
+            offered = f"it has {shown_choices(choices)}" if choices else f"its {folder} list is empty"
+            raise CliError(f"{where} is not on the server at {server} ({offered}). Put the file in that ComfyUI's "
+                           f"models/{folder} folder, or name a file it has with {example}.")
+
+
+def _settable_ref(workflow: Workflow, node_id: str) -> str:
+    """How --set can name this node: its title when no other node shares it, else its id."""
+    title = node_title(workflow, node_id)
+    return title if find_nodes(workflow, title) == [node_id] else node_id
 
 
 @dataclass(frozen=True)

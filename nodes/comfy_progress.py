@@ -1,4 +1,4 @@
-"""Training progress in ComfyUI: the node's progress bar, text under the node, websocket events, the console."""
+"""Training and sweep progress in ComfyUI: the node's progress bar, text under the node, websocket events, the console."""
 from __future__ import annotations
 
 import logging
@@ -6,10 +6,13 @@ import logging
 import comfy.model_management as mm
 import comfy.utils
 
+from ..trainer.image_files import to_pil
 from ..trainer.progress import EpochReport, StepReport
 
 log = logging.getLogger("LoRA Lab")
 EVENT = "loralab.train"
+SWEEP_EVENT = "loralab.sweep"  # {"images_done", "images"}: the sweep's progress in images, for the command line
+SWEEP_PREVIEW_SIZE = 512
 
 
 def _server():
@@ -29,23 +32,53 @@ def _prompt_id() -> str | None:
     return getattr(context, "prompt_id", None)
 
 
+def send_event(event: str, payload: dict, node_id: str | None) -> None:
+    """A websocket message to the client that queued the running prompt."""
+    server = _server()
+    if server is not None:
+        payload = {"node": node_id, "prompt_id": _prompt_id(), **payload}
+        server.send_sync(event, payload, getattr(server, "client_id", None))
+
+
+def send_text(text: str, node_id: str | None) -> None:
+    """Text shown under the node in ComfyUI's frontend."""
+    server = _server()
+    if server is not None and node_id is not None:
+        server.send_progress_text(text, node_id)
+
+
+class SweepProgress:
+    """Strength Sweep's progress: the bar moves per sampler step; the node's text and a websocket event count images."""
+
+    def __init__(self, node_id: str | None, steps_per_image: int) -> None:
+        self.node_id = node_id
+        self.steps_per_image = steps_per_image
+        self.bar = comfy.utils.ProgressBar(1, node_id=node_id)
+        self.images_done: int | None = None
+
+    def update(self, steps_done: int, steps_total: int, finished_image=None) -> None:
+        """sampling.ProgressCallback: sampler steps over the whole sweep, and the image just finished if any."""
+        images_done, images = steps_done // self.steps_per_image, steps_total // self.steps_per_image
+        if images_done != self.images_done:  # sent before the bar moves, so a client labels that update in images
+            self.images_done = images_done
+            send_text(f"image {images_done}/{images}", self.node_id)
+            send_event(SWEEP_EVENT, {"images_done": images_done, "images": images}, self.node_id)
+        preview = None if finished_image is None else ("PNG", to_pil(finished_image), SWEEP_PREVIEW_SIZE)
+        self.bar.update_absolute(steps_done, steps_total, preview)
+
+
 class ComfyObserver:
     """Implements trainer.progress.TrainingObserver for a node run inside ComfyUI."""
 
     def __init__(self, node_id: str | None) -> None:
         self.node_id = node_id
         self.progress_bar: comfy.utils.ProgressBar | None = None
-        self.server = _server()
-        self.prompt_id = _prompt_id()
 
     def _text(self, text: str) -> None:
-        if self.server is not None and self.node_id is not None:
-            self.server.send_progress_text(text, self.node_id)
+        send_text(text, self.node_id)
 
     def _event(self, payload: dict) -> None:
-        if self.server is not None:
-            payload = {"node": self.node_id, "prompt_id": self.prompt_id, **payload}
-            self.server.send_sync(EVENT, payload, getattr(self.server, "client_id", None))
+        send_event(EVENT, payload, self.node_id)
 
     def started(self, state_dir) -> None:
         """Tell headless callers where the resumable state of this run will be."""

@@ -1,19 +1,20 @@
 """Strength Sweep: a labelled grid of LoRA strength x epoch x seed, sampled as LoraLoader would."""
 from __future__ import annotations
 
-import comfy.utils
+import comfy.model_management as mm
 import folder_paths
 
+from ..trainer.cpu_threads import fits_threads_to_load
 from ..trainer.filename_prefix import prefix_parts
 from ..trainer.grid_image import grid_metadata, render_grid
 from ..trainer.image_files import png_info, save_output_png, to_pil
 from ..trainer.sampling import MAX_CFG, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, SamplingSettings, sweep_images
 from ..trainer.sweep import plan_sweep
+from .comfy_progress import SweepProgress
 from .finite_inputs import refuse_non_finite_floats
 from .types import CATEGORY, LORA
 
 FILENAME_PREFIX = "loralab/sweeps/sweep"
-PREVIEW_SIZE = 512
 
 
 class StrengthSweep:
@@ -64,19 +65,15 @@ class StrengthSweep:
         }
 
     @refuse_non_finite_floats
+    @fits_threads_to_load(mm.get_torch_device)
     def sweep(self, model, clip, vae, lora, prompts: str, negative: str, strengths: str, seeds: str, epochs: str,
               clip_strength_ratio: float, width: int, height: int, steps: int, cfg: float, sampler_name: str,
               scheduler: str, filename_prefix: str = FILENAME_PREFIX, prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id: str | None = None):
         prefix_parts(filename_prefix, "output", folder_paths.get_output_directory(), FILENAME_PREFIX)  # before sampling
         plan = plan_sweep(prompts, seeds, epochs, strengths, lora.epochs, lora.recommended_epoch)
         settings = SamplingSettings(width, height, steps, cfg, sampler_name, scheduler)
-        progress = comfy.utils.ProgressBar(1, node_id=unique_id)
-
-        def on_progress(done: int, total: int, finished) -> None:
-            preview = None if finished is None else ("PNG", to_pil(finished), PREVIEW_SIZE)
-            progress.update_absolute(done, total, preview)
-
-        images = sweep_images(model, clip, vae, lora, plan, negative, clip_strength_ratio, settings, on_progress)
+        progress = SweepProgress(unique_id, steps)
+        images = sweep_images(model, clip, vae, lora, plan, negative, clip_strength_ratio, settings, progress.update)
         grid, layout = render_grid(plan, images)
         details = {**grid_metadata(plan, layout), "negative": negative, "clip_strength_ratio": clip_strength_ratio,
                    "sampler": vars(settings)}

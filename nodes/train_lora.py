@@ -9,6 +9,7 @@ import comfy.utils
 import folder_paths
 
 from ..trainer import run_folders
+from ..trainer.cpu_threads import fits_threads_to_load
 from ..trainer.data import to_pixels
 from ..trainer.errors import DiskFull
 from ..trainer.families import detect_family
@@ -86,6 +87,7 @@ class TrainLoRA:
         }
 
     @refuse_non_finite_floats
+    @fits_threads_to_load(mm.get_torch_device)
     def train(self, model, clip, vae, dataset, resume_from: str = "", initial_lora=None, sample_prompts: str = "",
               sample_every_n_epochs: int = 0, keep_training_state: bool = False, unique_id: str | None = None,
               prompt: dict | None = None, extra_pnginfo: dict | None = None, **inputs):

@@ -1,75 +1,223 @@
 """The demo: start ComfyUI headless with LoRA Lab, run an example pipeline, print where its files went.
 
 By default it teaches LoRA Lab's built-in toy-world model (32x32 coloured shapes) a new concept, `zqx`, a purple
-ring the model never drew, from 20 generated captioned images: the whole run takes about a minute on a CPU, with
-no download, and the Strength Sweep grid shows the ring fading in as the LoRA's strength grows.
-With --checkpoint it runs the SD1.5 pipeline on your checkpoint instead (a GPU is recommended), on --dataset.
+ring the model never drew, from 20 generated captioned images, with no download; the Strength Sweep grid shows
+the ring fading in as the LoRA's strength grows. With --checkpoint it runs the SD1.5 pipeline on your checkpoint
+instead (a GPU is recommended), on --dataset.
+
+A rerun with the same dataset, options, model and LoRA Lab code trains nothing: it prints the files of the earlier
+run (--retrain trains again; Save LoRA then picks the next free name, zqx_2.safetensors).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import pathlib
+import signal
 import sys
+import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from demo_reuse import DemoFile, earlier_run, remember_run, run_key  # noqa: E402
+from harness.runtime import comfyui_path, comfyui_version  # noqa: E402
 from harness.server import ComfyServer  # noqa: E402
-from loralab_cli.main import main as cli_main  # noqa: E402
+from loralab_cli.main import Outcome, build_parser, execute, listen_for_ctrl_c, prepare_runs  # noqa: E402
+from loralab_cli.progress import ProgressDisplay, format_duration  # noqa: E402
+from loralab_cli.workflow import CliError, Run, Workflow, is_link, load_workflow  # noqa: E402
+from trainer.dataset_loader import load_dataset  # noqa: E402
+from trainer.errors import DatasetError  # noqa: E402
 from trainer.toy_world.concept_dataset import write_concept_dataset  # noqa: E402  (generated data, no download)
 
 EXAMPLES = REPO / "example_workflows" / "api"
 TOY_WORKFLOW = EXAMPLES / "loralab_toy_world_demo.json"
 SD15_WORKFLOW = EXAMPLES / "loralab_sd15_pipeline.json"
 CONCEPT_FOLDER = "loralab_zqx"  # inside ComfyUI's input folder, as the toy-world example names it
+SD15_DATASET_FOLDER = "lora_dataset"  # inside ComfyUI's input folder, as the SD1.5 example names it
+AUTO_CAPTION = "LoraLabAutoCaption"
+BAD_INPUT_EXIT = 2
 
 
-def concept_dataset(base: pathlib.Path) -> pathlib.Path:
-    """The generated zqx dataset in ComfyUI's input folder, written on the first run and reused (never overwritten)."""
-    folder = base / "input" / CONCEPT_FOLDER
-    if not folder.exists():
-        print(f"writing the generated zqx dataset (20 captioned images) to {folder}", flush=True)
-        write_concept_dataset(folder, count=20)
-    return folder
-
-
-def cli_arguments(args: argparse.Namespace, base: pathlib.Path, url: str) -> list[str]:
-    """The command line for loralab_cli: the toy-world example, or the SD1.5 one on the given checkpoint."""
-    server = ["--server", url]
-    if args.checkpoint is None:
-        if args.dataset is None:  # the example's Load Dataset already names this folder of the input folder
-            concept_dataset(base)
-            return [str(TOY_WORKFLOW), *server]
-        return [str(TOY_WORKFLOW), *server, "--dataset", str(args.dataset)]
-    checkpoints = base / "models" / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    if not (checkpoints / args.checkpoint.name).exists():
-        (checkpoints / args.checkpoint.name).symlink_to(args.checkpoint.resolve())
-    command = [str(SD15_WORKFLOW), *server, "--set", f"Load Checkpoint.ckpt_name={args.checkpoint.name}"]
-    return command + (["--dataset", str(args.dataset)] if args.dataset else [])
-
-
-def main() -> int:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=pathlib.Path,
                         help="a real SD1.5 checkpoint: run the SD1.5 pipeline example on it (GPU recommended)")
     parser.add_argument("--dataset", type=pathlib.Path,
                         help="your own dataset folder instead of the generated zqx one (with --checkpoint: instead of "
-                             "ComfyUI/input/lora_dataset)")
+                             f"ComfyUI/input/{SD15_DATASET_FOLDER})")
+    parser.add_argument("--caption", action="store_true",
+                        help="let Auto Caption caption the images that have no caption file (downloads the captioner "
+                             "the workflow names on first use); without it such images stop the demo before it starts")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train again even when an earlier run had the same dataset, options and code")
     parser.add_argument("--base-directory", type=pathlib.Path,
                         default=pathlib.Path(os.environ.get("LORALAB_HOME", pathlib.Path.home() / ".cache/comfyui-lora-lab")) / "demo")
     args = parser.parse_args()
     if args.checkpoint is not None and not args.checkpoint.is_file():
         parser.error(f"--checkpoint {args.checkpoint}: no such file")
-    base = args.base_directory.resolve()
-    if args.checkpoint is not None and args.dataset is None and not (base / "input" / "lora_dataset").is_dir():
-        parser.error(f"--checkpoint trains on your images: pass --dataset FOLDER (or put them in "
-                     f"{base / 'input' / 'lora_dataset'})")
+    return args
+
+
+def stop_on_termination() -> None:
+    """SIGTERM and SIGHUP end the demo as Ctrl-C does, through the `with` that stops its ComfyUI server."""
+
+    def leave(number: int, frame) -> None:
+        raise SystemExit(128 + number)
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, leave)
+    listen_for_ctrl_c()
+
+
+def dataset_folder(args: argparse.Namespace, base: pathlib.Path) -> pathlib.Path:
+    """The folder the run trains on; the generated zqx dataset is written on the first run (never overwritten)."""
+    if args.dataset is not None:
+        return args.dataset.expanduser().resolve()
+    if args.checkpoint is not None:
+        return base / "input" / SD15_DATASET_FOLDER
+    folder = base / "input" / CONCEPT_FOLDER
+    if not folder.exists():
+        print(f"Writing the generated zqx dataset (20 captioned pictures) to {folder}", flush=True)
+        write_concept_dataset(folder, count=20)
+    return folder
+
+
+def cli_options(args: argparse.Namespace, base: pathlib.Path) -> list[str]:
+    """loralab_cli's options (without --server): the SD1.5 example names the checkpoint; --dataset sets the folder."""
+    options = []
+    if args.checkpoint is not None:
+        checkpoints = base / "models" / "checkpoints"
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        if not (checkpoints / args.checkpoint.name).exists():
+            (checkpoints / args.checkpoint.name).symlink_to(args.checkpoint.resolve())
+        options += ["--set", f"Load Checkpoint.ckpt_name={args.checkpoint.name}"]
+    if args.dataset is not None:
+        options += ["--dataset", str(args.dataset.expanduser().resolve())]
+    return options
+
+
+def uncaptioned_images(folder: pathlib.Path, workflow: Workflow) -> list[pathlib.Path]:
+    """Training images without a caption file, read as the workflow's Load Dataset reads the folder."""
+    loader = next(node for node in workflow.values() if node["class_type"] == "LoraLabLoadDataset")
+    extension = loader["inputs"].get("caption_extension", ".txt")
+    dataset = load_dataset(folder, repeats=1, caption_extension=extension).dataset
+    return [image.path for image in dataset.training_images if not image.has_caption_file]
+
+
+def captioner_of(workflow: Workflow) -> str:
+    return next((node["inputs"].get("captioner", "?") for node in workflow.values()
+                 if node["class_type"] == AUTO_CAPTION), "?")
+
+
+def without_auto_caption(workflow: Workflow) -> Workflow:
+    """The workflow with Auto Caption bypassed (its dataset input feeds what it fed), when nothing needs captioning."""
+    result = {node_id: {**node, "inputs": dict(node["inputs"])} for node_id, node in workflow.items()}
+    for caption_id in [node_id for node_id, node in workflow.items() if node["class_type"] == AUTO_CAPTION]:
+        source = result[caption_id]["inputs"]["dataset"]
+        del result[caption_id]
+        for node in result.values():
+            for name, value in node["inputs"].items():
+                if is_link(value) and value[0] == caption_id:
+                    if value[1] != 0:
+                        return workflow  # its caption summary is used: keep the node
+                    node["inputs"][name] = source
+    return result
+
+
+def file_label(image_path: str) -> str:
+    if "/charts/" in image_path:
+        return "loss chart"
+    if "/samples/" in image_path:
+        return "sample"
+    return "sweep grid"
+
+
+def outcome_files(outcome: Outcome, base: pathlib.Path) -> list[DemoFile]:
+    """The run's files as absolute paths (ComfyUI reports images relative to its base folder)."""
+    files = [DemoFile("LoRA", path) for path in outcome.loras]
+    files += [DemoFile(file_label(image["path"]), str(base / image["path"])) for image in outcome.images]
+    return sorted(files, key=lambda file: ["LoRA", "sweep grid", "loss chart", "sample"].index(file.label))
+
+
+def print_files(files: list[DemoFile] | tuple[DemoFile, ...]) -> None:
+    for file in files:
+        print(f"  {file.label:<11} {file.path}")
+
+
+def describe(args: argparse.Namespace, dataset: pathlib.Path) -> str:
+    if args.checkpoint is not None:
+        return f"LoRA Lab demo: the SD1.5 pipeline on {args.checkpoint.resolve()}, trained on the images in {dataset}"
+    if args.dataset is not None:
+        return f"LoRA Lab demo: the toy-world model trained on the images in {dataset} (nothing is downloaded)"
+    return (f"LoRA Lab demo: the toy-world model learns `zqx`, a purple ring, from the 20 pictures in {dataset} "
+            "(nothing is downloaded)")
+
+
+def run_demo(args: argparse.Namespace, base: pathlib.Path) -> int:
+    workflow_file = TOY_WORKFLOW if args.checkpoint is None else SD15_WORKFLOW
+    options = cli_options(args, base)
+    dataset = dataset_folder(args, base)
+    cli_args = build_parser().parse_args([str(workflow_file), *options])
+    key_inputs = (REPO, comfyui_path(), workflow_file, options)
+    workflow = load_workflow(workflow_file)
+    if args.checkpoint is not None and args.dataset is None and not dataset.is_dir():
+        print(f"error: --checkpoint trains on your images: pass --dataset FOLDER (or put them in {dataset})",
+              file=sys.stderr)
+        return BAD_INPUT_EXIT
+    try:
+        missing = uncaptioned_images(dataset, workflow)
+    except DatasetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return BAD_INPUT_EXIT
+    if missing and not args.caption:
+        captioner = captioner_of(workflow)
+        shown = ", ".join(path.name for path in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        print(f"error: {len(missing)} image(s) in {dataset} have no caption file: {shown}.\n"
+              f"  Write one caption line next to each image (for a.png: a.txt), or pass --caption to let Auto Caption "
+              f"write them with {captioner}, which is downloaded from Hugging Face into models/captioners on first "
+              "use.", file=sys.stderr)
+        return BAD_INPUT_EXIT
+    if not args.retrain and (earlier := earlier_run(base, run_key(*key_inputs, dataset, args.checkpoint))):
+        print(f"Nothing changed since the demo run of {earlier.finished} (same dataset, workflow, model and LoRA Lab "
+              "code), so its files are shown again and nothing was trained; --retrain trains again.")
+        print_files(earlier.files)
+        return 0
+
+    print(describe(args, dataset))
+    device = "on the CPU" if args.checkpoint is None else "on its default device"
+    print(f"Starting ComfyUI {'.'.join(map(str, comfyui_version()))} {device}; its folders are under {base}, its log is "
+          f"{base / 'server.log'}", flush=True)
+    started = time.monotonic()
     with ComfyServer(base, cpu=args.checkpoint is None) as server:  # the pack linked into its custom_nodes
-        status = cli_main(cli_arguments(args, base, server.url))
-    print(f"\nComfyUI's folders for this demo are under {base} (LoRAs in models/loras, grids and charts in output).")
-    return status
+        print(f"ComfyUI is ready at {server.url} ({time.monotonic() - started:.0f} s)", flush=True)
+        cli_args.server = server.url
+        try:
+            client, runs = prepare_runs(cli_args)
+            if not missing:
+                runs = [Run(run.name, without_auto_caption(run.workflow)) for run in runs]
+            display = ProgressDisplay(sys.stderr, interactive=sys.stderr.isatty())
+            (outcome,) = execute(client, runs, display, report=lambda finished: None)
+        except CliError as error:
+            print(f"error: {error}", file=sys.stderr)
+            print(f"ComfyUI's log: {server.log_path}", file=sys.stderr)
+            return error.exit_code
+    took = format_duration(outcome.seconds or 0)
+    if outcome.status != "success":
+        print(f"{'Interrupted' if outcome.status == 'interrupted' else 'FAILED'} after {took}: {outcome.error}\n"
+              f"ComfyUI's log: {base / 'server.log'}")
+        return 1
+    files = outcome_files(outcome, base)
+    print(f"Finished in {took}. This run's files:")
+    print_files(files)
+    remember_run(base, run_key(*key_inputs, dataset, args.checkpoint), outcome.seconds or 0.0, files)
+    return 0
+
+
+def main() -> int:
+    args = parse_arguments()
+    stop_on_termination()
+    return run_demo(args, args.base_directory.resolve())
 
 
 if __name__ == "__main__":

@@ -52,6 +52,8 @@ def test_one_command_trains_a_lora_per_dataset_and_prints_the_files(server, tmp_
     assert done.returncode == 0, done.stdout + done.stderr + server.log_tail()
 
     assert "Train LoRA [" in done.stderr and "epoch 1/1" in done.stderr  # the progress bar and its figures
+    assert "Strength Sweep [" in done.stderr and "] 1/1 images" in done.stderr  # counted in images, not sampler steps
+    assert f"Queued 2 runs on ComfyUI at {server.url}; progress follows." in done.stderr.splitlines()
     loras = [line.split(None, 1)[1] for line in done.stdout.splitlines() if line.strip().startswith("LoRA ")]
     assert [pathlib.Path(path).name for path in loras] == ["ohwx_cat.safetensors", "ohwx_dog.safetensors"]
     assert all(pathlib.Path(path).is_file() for path in loras)
@@ -134,6 +136,29 @@ def test_a_workflow_comfyui_refuses_exits_2_with_its_reasons(server):
     done = cli(str(PIPELINE), *with_sets("Train LoRA.rank=0"), server=server)
     assert done.returncode == 2
     assert "ComfyUI refused the workflow" in done.stderr and "node 4 (Train LoRA): Value 0 smaller than min of 1" in done.stderr
+
+
+@pytest.mark.server
+def test_a_checkpoint_the_server_lacks_is_named_with_the_set_that_picks_one_it_has(server, tmp_path):
+    workflow = json.loads(PIPELINE.read_text())
+    workflow["1"]["inputs"]["ckpt_name"] = "sd15-not-here.safetensors"
+    (tmp_path / "wf.json").write_text(json.dumps(workflow))
+    done = cli(str(tmp_path / "wf.json"), server=server)
+    assert done.returncode == 2, done.stderr
+    assert (f"node 1 (Load Checkpoint): ckpt_name 'sd15-not-here.safetensors' is not on the server at {server.url} "
+            f"(it has {CHECKPOINT}). Put the file in that ComfyUI's models/checkpoints folder, or name a file it has "
+            f'with --set "Load Checkpoint.ckpt_name={CHECKPOINT}".') in done.stderr, done.stderr
+    assert server.get_json("/queue") == {"queue_running": [], "queue_pending": []}
+
+
+@pytest.mark.server
+def test_the_readme_example_on_a_server_without_checkpoints_says_where_the_file_goes(tmp_path):
+    with ComfyServer(tmp_path / "bare") as bare:
+        done = cli(str(PIPELINE), server=bare)
+    assert done.returncode == 2, done.stderr
+    assert (f"node 1 (Load Checkpoint): ckpt_name 'v1-5-pruned-emaonly.safetensors' is not on the server at {bare.url} "
+            "(its checkpoints list is empty). Put the file in that ComfyUI's models/checkpoints folder, or name a file "
+            'it has with --set "Load Checkpoint.ckpt_name=NAME".') in done.stderr, done.stderr
 
 
 def test_a_ui_file_exits_2_pointing_to_its_api_twin():

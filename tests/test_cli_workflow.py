@@ -6,7 +6,7 @@ import json
 import pytest
 from harness.runtime import REPO_ROOT
 
-from loralab_cli.workflow import CliError, Override, apply_overrides, load_workflow, runs_for_datasets
+from loralab_cli.workflow import CliError, Override, apply_overrides, check_choices, load_workflow, runs_for_datasets
 
 EXAMPLES = REPO_ROOT / "example_workflows"
 
@@ -57,3 +57,14 @@ def test_a_title_shared_by_two_nodes_asks_for_the_id():
     with pytest.raises(CliError, match="several nodes.*use the node id"):
         apply_overrides(workflow, [Override("Same", "x", "2")], infos)
     assert apply_overrides(workflow, [Override("2", "x", "2")], infos)["2"]["inputs"]["x"] == 2
+
+
+def test_a_choice_the_server_lacks_names_the_node_by_id_when_its_title_is_shared():
+    workflow = {"1": {"class_type": "K", "inputs": {"sampler_name": "euler_x", "steps": 4}, "_meta": {"title": "Same"}},
+                "2": {"class_type": "K", "inputs": {"sampler_name": "euler", "steps": 4}, "_meta": {"title": "Same"}}}
+    infos = {"K": {"input": {"required": {"sampler_name": ["COMBO", {"options": ["euler", "dpmpp_2m"]}],
+                                          "steps": ["INT", {}]}}}}
+    with pytest.raises(CliError) as refused:
+        check_choices(workflow, infos, "http://gpu-box:8188")
+    assert str(refused.value) == ("node 1 (Same): sampler_name 'euler_x' is not one of the server's choices: euler, "
+                                  'dpmpp_2m. Choose one with --set "1.sampler_name=euler".')

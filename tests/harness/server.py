@@ -63,11 +63,14 @@ class PromptRun:
 
 
 class ComfyServer:
-    """Start with `with ComfyServer(base_dir) as server:`; the process is stopped on exit."""
+    """Start with `with ComfyServer(base_dir) as server:`; the process is stopped when the block is left, and when
+    the server fails to get ready within `ready_timeout_s`."""
 
-    def __init__(self, base_dir: pathlib.Path, extra_args: tuple[str, ...] = (), cpu: bool = True) -> None:
+    def __init__(self, base_dir: pathlib.Path, extra_args: tuple[str, ...] = (), cpu: bool = True,
+                 ready_timeout_s: float = 240) -> None:
         self.base_dir = base_dir
         self.cpu = cpu
+        self.ready_timeout_s = ready_timeout_s
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_args = extra_args
@@ -80,15 +83,21 @@ class ComfyServer:
         link = self.base_dir / "custom_nodes" / PACK_LINK_NAME
         if not link.exists():
             link.symlink_to(REPO_ROOT, target_is_directory=True)
+        # The database is a file of this base folder: ComfyUI's default is in its code folder whatever the base, and
+        # 0.3.75 logs a thread error traceback for an in-memory one.
         command = [
             sys.executable, "main.py", *(["--cpu"] if self.cpu else []), "--listen", "127.0.0.1", "--port", str(self.port),
-            "--base-directory", str(self.base_dir), "--database-url", "sqlite:///:memory:",
+            "--base-directory", str(self.base_dir), "--database-url", f"sqlite:///{self.base_dir / 'user' / 'comfyui.db'}",
             "--disable-api-nodes", *self.extra_args,
         ]
         self._log = open(self.log_path, "w")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(command, cwd=comfyui_path(), stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self._wait_ready(timeout=240)
+        try:
+            self._wait_ready(timeout=self.ready_timeout_s)
+        except BaseException:  # a `with` block never exits a context whose __enter__ raised: stop it here
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
