@@ -276,3 +276,25 @@ def test_a_finished_run_removes_its_state_unless_asked_to_keep_it(sd15, tmp_path
     assert [path for path in root.iterdir()] == [pathlib.Path(kept.state_dir)]
     assert run_state.load_run_state(pathlib.Path(kept.state_dir)).position.epoch == 2
 
+
+
+def test_a_state_with_wrong_shapes_or_a_missing_file_is_refused_naming_the_file(sd15, tmp_path, comfy_dirs):
+    import shutil
+
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    kept = pathlib.Path(runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=1,
+                                                                           keep_training_state=True))[2].state_dir)
+    snapshot = json.loads((kept / "run.json").read_text())["snapshot"]
+    cases = {"reshaped": "adapters.safetensors", "missing": "epochs.safetensors", "optimizer": "optimizer.safetensors"}
+    for case, file_name in cases.items():
+        copy = kept.with_name(case)
+        shutil.copytree(kept, copy)
+        target = copy / snapshot / file_name
+        if case == "missing":
+            target.unlink()
+        else:
+            tensors = safetensors.torch.load_file(str(target))
+            safetensors.torch.save_file({key: torch.zeros(value.numel() + 1) if value.dim() else value
+                                         for key, value in tensors.items()}, str(target))
+        with pytest.raises(errors.SettingsError, match=rf"resume_from: .*{file_name}"):
+            runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=2, resume_from=case))

@@ -82,6 +82,7 @@ def load_run_state(folder: pathlib.Path) -> RunState:
     adapters = _read(snapshot / ADAPTERS_FILE, _load_tensors)
     stored = _read(snapshot / EPOCHS_FILE, _load_tensors)
     training_tensors = _read(snapshot / OPTIMIZER_FILE, _load_tensors)
+    # Missing keys or wrong types surface while assembling: state.json describes everything, so it is named.
     return _read(snapshot / STATE_FILE, lambda _: _assemble(record.run_id, meta, adapters, stored, training_tensors))
 
 
