@@ -75,7 +75,7 @@ TOY_EPOCHS, TOY_BATCH = 6, 8
 
 
 def toy_world_pipeline() -> dict[str, Any]:
-    """The demo: a LoRA for a new concept on the built-in toy-world model, trained on a CPU in seconds.
+    """The demo: a LoRA for a new concept on the built-in toy-world model, trained on a CPU in about a minute.
 
     The settings are measured ones: on 20 images x 10 repeats, 150 steps at unet_lr 0.004 teach the purple ring
     (the LoRA at strength 1 draws it in 16 of 16 samples, strength 0.5 in about 1). caption_dropout keeps the
@@ -116,12 +116,12 @@ SD15 = dict(checkpoint="v1-5-pruned-emaonly.safetensors", captioner="wd-vit-tagg
             text_encoder_lr=5e-05, prefix="loralab/ohwx")
 EXAMPLES = {
     "loralab_toy_world_demo": (toy_world_pipeline(), (
-        "LoRA Lab demo: teach the toy world a new concept (CPU, about a minute)\n\n"
+        "LoRA Lab demo: teach the toy world a new concept (CPU, a few minutes)\n\n"
         "Load Demo Model gives LoRA Lab's built-in toy-world model: 32x32 pictures of red, yellow, green and blue "
         "circles, squares and triangles. It has never drawn a purple ring; this workflow teaches it one, called zqx.\n\n"
         "1. Put the generated dataset in ComfyUI/input/loralab_zqx (bash scripts/demo.sh writes it; 20 captioned "
         "images in 10_zqx). The captions are there already, so Auto Caption has nothing to do.\n"
-        "2. Queue. Training takes seconds on a CPU; Train LoRA shows the loss chart and samples every 2 epochs.\n\n"
+        "2. Queue. Training takes about a minute on a CPU; Train LoRA shows the loss chart and samples every 2 epochs.\n\n"
         "Save LoRA writes models/loras/loralab/zqx.safetensors. In Strength Sweep's grid (strength across, epoch "
         "down) the purple ring fades in as the strength grows, and the later epochs draw it more surely.\n\n"
         + headless("loralab_toy_world_demo", "--dataset /path/to/loralab_zqx"))),
