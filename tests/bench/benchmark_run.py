@@ -173,14 +173,16 @@ class ProfileWindow:
     `after + steps` (torch's global optimizer hook, so it works for both tools).
 
     `busy()` is the time the GPU spent in kernels and copies (the union of their intervals, so work on
-    several streams is not counted twice) against the window's wall time.
+    several streams is not counted twice) against the window's wall time. With `cpu_ops` off on a GPU only
+    device activity is recorded, which keeps a large model's trace quick to read back.
     """
 
-    def __init__(self, after: int, steps: int, cuda: bool) -> None:
+    def __init__(self, after: int, steps: int, cuda: bool, cpu_ops: bool = True) -> None:
         import torch
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
-        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+        activities = ([torch.profiler.ProfilerActivity.CPU] if cpu_ops or not cuda else []) + \
+            ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
         self.profiler = torch.profiler.profile(activities=activities)
         self.synchronize = torch.cuda.synchronize if cuda else (lambda: None)
         self.cuda = cuda
@@ -215,28 +217,31 @@ class ProfileWindow:
         from torch.autograd import DeviceType
 
         device_events = [event for event in self.profiler.events() if event.device_type == DeviceType.CUDA]
-        intervals = sorted((event.time_range.start, event.time_range.end) for event in device_events)
-        busy_us, current_start, current_end = 0.0, None, None
-        for start, end in intervals:
-            if current_end is None or start > current_end:
-                if current_end is not None:
-                    busy_us += current_end - current_start
-                current_start, current_end = start, end
-            else:
-                current_end = max(current_end, end)
-        if current_end is not None:
-            busy_us += current_end - current_start
+        busy_us = union_length([(event.time_range.start, event.time_range.end) for event in device_events])
         totals: dict[str, float] = {}
         for event in device_events:
-            totals[event.name] = totals.get(event.name, 0.0) + event.time_range.elapsed_us()
+            totals[event.name] = totals.get(event.name, 0.0) + event.time_range.elapsed_us()  # microseconds
         wall = self.window[1] - self.window[0]
         return {"wall_s": wall, "busy_s": busy_us / 1e6, "busy_fraction": busy_us / 1e6 / wall if wall > 0 else None,
                 "device_events": len(device_events),
-                "top": [[name[:80], seconds / 1e6] for name, seconds in sorted(totals.items(), key=lambda item: -item[1])[:5]]}
+                "top": [[name[:80], total / 1e6] for name, total in sorted(totals.items(), key=lambda item: -item[1])[:5]]}
 
     def table(self, rows: int) -> str:
         sort = "self_cuda_time_total" if self.cuda else "self_cpu_time_total"
         return self.profiler.key_averages().table(sort_by=sort, row_limit=rows)
+
+
+def union_length(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by possibly overlapping intervals."""
+    total, current_start, current_end = 0.0, None, None
+    for start, end in sorted(intervals):
+        if current_end is None or start > current_end:
+            if current_end is not None:
+                total += current_end - current_start
+            current_start, current_end = start, end
+        else:
+            current_end = max(current_end, end)
+    return total + (current_end - current_start if current_end is not None else 0.0)
 
 
 def training_pixels(image_path: pathlib.Path):
@@ -310,11 +315,11 @@ def images_for(config: RunConfig) -> tuple[int, int]:
     return count, repeats
 
 
-def steady_state(durations: list[float], warmup: int, profiled: int = 0) -> list[float]:
-    """Step durations after the warm-up and before the profiled steps at the end."""
+def steady_state(durations: list[float], warmup: int, end: int | None = None) -> list[float]:
+    """Step durations after the warm-up, up to index `end` (the profiled steps come after it)."""
     if not durations:
         raise RuntimeError("fewer than two optimizer steps ran: no step was timed")
-    return durations[warmup:len(durations) - profiled] or durations
+    return durations[warmup:end] or durations
 
 
 def measure_run(bundle, dataset, config: RunConfig) -> tuple[dict[str, Any], ToolRun, ProfileWindow | None]:
@@ -326,7 +331,8 @@ def measure_run(bundle, dataset, config: RunConfig) -> tuple[dict[str, Any], Too
     cuda = config.device == "cuda"
     memory = PeakMemory(config.device)
     clock = StepClock(type(bundle.model.model.diffusion_model), torch.cuda.synchronize if cuda else None)
-    window = ProfileWindow(config.steps - config.profile_steps, config.profile_steps, cuda) if config.profile_steps else None
+    window = (ProfileWindow(config.steps - config.profile_steps, config.profile_steps, cuda, cpu_ops=not cuda)
+              if config.profile_steps else None)
     memory.reset()
     started = time.perf_counter()
     try:
@@ -337,7 +343,9 @@ def measure_run(bundle, dataset, config: RunConfig) -> tuple[dict[str, Any], Too
         if window is not None:
             window.stop()
         peaks = memory.read()
-    wall_steps, cpu_steps = (steady_state(clock.step_seconds(which), config.warmup, config.profile_steps) for which in (0, 1))
+    # durations[i] is step i + 2; the profiled window starts after step `steps - profile_steps`.
+    end = config.steps - config.profile_steps - 1 if config.profile_steps else None
+    wall_steps, cpu_steps = (steady_state(clock.step_seconds(which), config.warmup, end) for which in (0, 1))
     median = statistics.median(wall_steps)
     result = {
         "config": asdict(config), "steps_run": len(clock.stamps), "steps_timed": len(wall_steps),

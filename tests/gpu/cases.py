@@ -56,7 +56,7 @@ class Steps:
         return self.warmup + self.timed + (self.profiled if profile else 0)
 
 
-GPU_STEPS = Steps(warmup=2, timed=6, profiled=3)
+GPU_STEPS = Steps(warmup=2, timed=6, profiled=2)
 SMOKE_STEPS = Steps(warmup=1, timed=2, profiled=1)
 LEARNING_RATE = 1e-3  # both tools: high enough that a few steps move the outputs well past rounding
 

@@ -104,7 +104,7 @@ def lora_loader_reproduces(bundle: Any, lora: Any, text_encoder: bool, reference
     up to a small share of the adapter's own effect.
 
     On an fp8-stored base (`reference_bundle` is then the same model at default storage) ComfyUI rounds each
-    merged weight back to fp8 (stochastic rounding, ~6% steps), which swamps a few steps' delta: the file is
+    merged weight back to fp8 (stochastic rounding, steps of 6-12%), which swamps a few steps' delta: the file is
     judged on the default-storage model and the fp8 figure is reported beside it.
     """
     from harness import runtime

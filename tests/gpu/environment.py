@@ -17,13 +17,14 @@ IMPORT_NAMES = {"comfy-aimdo": "comfy_aimdo", "comfy-kitchen": "comfy_kitchen", 
 
 
 def package(name: str) -> dict[str, Any]:
+    """Version and whether it imports; the module's own version first (a stand-in says it is one)."""
     try:
         version = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         version = None
     try:
         module = importlib.import_module(IMPORT_NAMES.get(name, name))
-        return {"version": version or getattr(module, "__version__", "?"), "imports": True}
+        return {"version": getattr(module, "__version__", None) or version, "imports": True}
     except Exception as error:  # noqa: BLE001  (a package that fails to import is what this records)
         return {"version": version, "imports": False, "error": f"{type(error).__name__}: {error}"[:300]}
 
@@ -77,12 +78,14 @@ def comfyui_tree() -> dict[str, Any]:
     import comfyui_version
     import torch
     from comfy.ldm.modules import attention
+    from harness import runtime
 
     memory_management = importlib.import_module("comfy.memory_management") if importlib.util.find_spec("comfy.memory_management") else None
     device = mm.get_torch_device()
     return {
         "version": comfyui_version.__version__,
         "dynamic_vram": bool(getattr(memory_management, "aimdo_enabled", False)),
+        "dynamic_vram_failure": runtime.dynamic_vram_failure,
         "core_model_patcher": getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher).__name__,
         "allocator": torch.cuda.get_allocator_backend() if device.type == "cuda" else "cpu",
         "attention": attention.optimized_attention.__name__,

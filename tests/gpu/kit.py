@@ -28,8 +28,9 @@ import bundle as bundle_format  # noqa: E402  (after the path set-up above)
 import cases as case_table  # noqa: E402
 import report  # noqa: E402
 
-GPU_BUDGETS = {"machine": 45, "fixtures": 75, "sd15": 100, "sdxl": 130}  # seconds; a family's cases, per tree
-SMOKE_BUDGETS = {"machine": 60, "fixtures": 120, "sd15": 240, "sdxl": 240}  # caps on a loaded 2-core CPU
+# Seconds per section: the machine, the model files, and a family's cases on one tree ("family": any other family).
+GPU_BUDGETS = {"machine": 45, "fixtures": 75, "sd15": 100, "sdxl": 130, "family": 130}
+SMOKE_BUDGETS = {"machine": 60, "fixtures": 120, "sd15": 240, "sdxl": 240, "family": 240}  # caps on a loaded 2-core CPU
 GPU_TOTAL, SMOKE_TOTAL = 480, 900
 KILL_GRACE = 10  # seconds a section may overrun its own deadline (finishing a case) before it is killed
 MIN_SECTION = 15  # seconds worth starting a section with
@@ -56,6 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--budget", action="append", default=[], metavar="NAME=SECONDS",
                         help=f"a section kind's or family's time limit (defaults {GPU_BUDGETS}; smoke {SMOKE_BUDGETS})")
     parser.add_argument("--total", type=float, default=None, help=f"whole run's limit (default {GPU_TOTAL} s; smoke {SMOKE_TOTAL} s)")
+    parser.add_argument("--grace", type=float, default=KILL_GRACE,
+                        help=f"seconds a section may overrun its limit to finish a case before it is killed (default {KILL_GRACE})")
     parser.add_argument("--work", type=pathlib.Path, default=None, help="scratch folder (default: a new temporary one)")
     return parser.parse_args(argv)
 
@@ -98,7 +101,7 @@ def plan(tree_list: list[tuple[str, pathlib.Path]], limits: dict[str, float], pa
     sections = [Section("machine", "machine", limits["machine"]), Section("fixtures", "fixtures", limits["fixtures"], tree_list[0][1])]
     for label, root in tree_list:
         for family in case_table.families(case_table.CASES):
-            sections.append(Section(f"{label}/{family}", "cases", limits[family], root, family))
+            sections.append(Section(f"{label}/{family}", "cases", limits.get(family, limits["family"]), root, family))
     wanted = [item.strip() for item in pattern.split(",") if item.strip()]
     return [section for section in sections if any(fnmatch.fnmatch(section.name, item) for item in wanted)]
 
@@ -109,7 +112,7 @@ def tail(path: pathlib.Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
 
 
-def run_section(section: Section, seconds: float, smoke: bool, work: pathlib.Path, env: dict[str, str]) -> dict[str, Any]:
+def run_section(section: Section, seconds: float, grace: float, smoke: bool, work: pathlib.Path, env: dict[str, str]) -> dict[str, Any]:
     """Run one section's process; returns its status and records."""
     results = work / "results" / (section.name.replace("/", "_") + ".jsonl")
     log = work / "logs" / (section.name.replace("/", "_") + ".log")
@@ -123,12 +126,12 @@ def run_section(section: Section, seconds: float, smoke: bool, work: pathlib.Pat
         process = subprocess.Popen([sys.executable, str(HERE / "section.py"), json.dumps(spec)], stdout=stream,
                                    stderr=subprocess.STDOUT, env=section_env, cwd=REPO, start_new_session=True)
         try:
-            code = process.wait(timeout=seconds + KILL_GRACE)
+            code = process.wait(timeout=seconds + grace)
             status = "ok" if code == 0 else f"failed (exit {code})"
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            status = f"timed out after {seconds + KILL_GRACE:.0f} s"
+            status = f"timed out after {seconds + grace:.0f} s"
     records = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     return {"name": section.name, "status": status, "seconds": time.time() - started, "budget": seconds,
             "log_tail": "" if status == "ok" else tail(log), "records": records, "log": str(log)}
@@ -149,13 +152,13 @@ def main(argv: list[str]) -> int:
           f"{len(sections)} sections within {total:.0f} s; unpacked in {time.time() - started:.0f} s", flush=True)
     done = []
     for section in sections:
-        left = total - (time.time() - started) - KILL_GRACE
+        left = total - (time.time() - started) - args.grace
         if left < MIN_SECTION:
             done.append({"name": section.name, "status": f"skipped: {max(0.0, left):.0f} s of the run's {total:.0f} s left",
                          "seconds": 0.0, "budget": 0.0, "log_tail": "", "records": []})
             print(f"[kit] {section.name}: {done[-1]['status']}", flush=True)
             continue
-        result = run_section(section, min(section.budget, left), args.smoke, work, env)
+        result = run_section(section, min(section.budget, left), args.grace, args.smoke, work, env)
         done.append(result)
         print(f"[kit] {section.name}: {result['status']} in {result['seconds']:.0f} s", flush=True)
     meta = {"mode": "smoke" if args.smoke else "gpu", "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),

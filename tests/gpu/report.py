@@ -47,6 +47,10 @@ def failures(sections: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return found
 
 
+def dynamic_vram(tree: dict[str, Any]) -> str:
+    return str(tree["dynamic_vram"]) + (f" ({tree['dynamic_vram_failure']})" if tree.get("dynamic_vram_failure") else "")
+
+
 def mark(check: dict[str, Any] | None) -> str:
     if check is None:
         return "-"
@@ -98,8 +102,8 @@ def markdown(meta: dict[str, Any], sections: list[dict[str, Any]]) -> str:
     if trees:
         lines += ["", "## ComfyUI trees", ""]
         lines += table(["tree", "family section", "dynamic VRAM", "CoreModelPatcher", "allocator", "attention", "VRAM state", "device"],
-                       [[t["version"], t["family"], str(t["dynamic_vram"]), t["core_model_patcher"], t["allocator"],
-                         t["attention"], t["vram_state"], t["device"]] for t in trees])
+                       [[t["version"], t["family"], dynamic_vram(t), t["core_model_patcher"], t["allocator"], t["attention"],
+                         t["vram_state"], t["device"]] for t in trees])
     loaded = records(sections, "model")
     if loaded:
         lines += ["", "Models as loaded (the graph's MODEL):", ""]
