@@ -13,9 +13,10 @@ import pytest
 from harness import runtime
 
 GPU = runtime.REPO_ROOT / "tests" / "gpu"
-sys.path.insert(0, str(GPU))
+sys.path[:0] = [str(GPU), str(runtime.REPO_ROOT / "tests" / "bench")]
 
-import bundle  # noqa: E402  (tests/gpu is not a package)
+import benchmark_run  # noqa: E402  (tests/gpu and tests/bench are not packages)
+import bundle  # noqa: E402
 import cases  # noqa: E402
 
 CHECKS = {"finite_losses", "adapters_changed", "lora_loader_reproduces", "base_unchanged"}
@@ -30,15 +31,16 @@ def bare_machine_env(tmp_path: pathlib.Path) -> dict[str, str]:
                 LORALAB_BARE_ALLOWED=os.pathsep.join(map(str, allowed)))
 
 
-def run_kit(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(GPU / "run.sh"), "--smoke", *arguments], env=env, capture_output=True, text=True,
-                          timeout=900)
+def run_kit(env: dict[str, str], tmp_path: pathlib.Path, *arguments: str) -> subprocess.CompletedProcess:
+    """run.sh --smoke on the ComfyUI tree of this test session (never a bundle prepare.sh may have left)."""
+    return subprocess.run(["bash", str(GPU / "run.sh"), "--smoke", "--bundle", str(tmp_path / "no-bundle"),
+                           "--work", str(tmp_path / "work"), *arguments], env=env, capture_output=True, text=True, timeout=900)
 
 
 def test_smoke_run_trains_checks_and_compares_every_case(tmp_path):
     env = bare_machine_env(tmp_path)
     env["OUT"] = str(tmp_path / "out")  # as the device tool sets it
-    finished = run_kit(env, "--work", str(tmp_path / "work"))
+    finished = run_kit(env, tmp_path)
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu_report.json").read_text())
     sections = {section["name"]: section for section in report["sections"]}
@@ -81,9 +83,15 @@ def test_smoke_run_trains_checks_and_compares_every_case(tmp_path):
     assert "[kit] smoke run" in finished.stdout and "failures listed in the report" in finished.stdout
 
 
+def test_gpu_busy_time_counts_overlapping_kernels_once():
+    """The profiler's busy time (GPU only, so checked here on its own): kernels on two streams overlap."""
+    assert benchmark_run.union_length([(5.0, 6.0), (0.0, 2.0), (1.0, 3.0), (3.0, 3.5)]) == 4.5
+    assert benchmark_run.union_length([]) == 0.0
+
+
 def test_a_section_that_overruns_its_limit_is_killed_and_recorded_and_the_next_one_runs(tmp_path):
-    finished = run_kit(dict(os.environ, PYTHON=sys.executable), "--sections", "machine,fixtures", "--budget", "machine=1",
-                       "--grace", "0", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"))
+    finished = run_kit(dict(os.environ, PYTHON=sys.executable), tmp_path, "--sections", "machine,fixtures",
+                       "--budget", "machine=1", "--grace", "0", "--out", str(tmp_path / "out"))
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu_report.json").read_text())
     machine, fixtures = report["sections"]
@@ -92,3 +100,18 @@ def test_a_section_that_overruns_its_limit_is_killed_and_recorded_and_the_next_o
     assert all("error" not in record for record in fixtures["records"])
     markdown = (tmp_path / "out" / "gpu_report.md").read_text()
     assert "## Failures (1)" in markdown and "### machine" in markdown and "timed out after 1 s" in markdown
+
+
+def test_a_broken_bundle_still_leaves_a_report_saying_what_broke(tmp_path):
+    broken = tmp_path / "bundle"
+    broken.mkdir()
+    (broken / bundle.MANIFEST).write_text(json.dumps({"python": "3.12", "trees": [{"label": "0.33.0", "version": "0.33.0",
+                                                      "archive": "comfyui-0.33.0.tar.xz"}], "parts": []}))
+    finished = subprocess.run(["bash", str(GPU / "run.sh"), "--bundle", str(broken), "--out", str(tmp_path / "out"),
+                               "--work", str(tmp_path / "work")], env=dict(os.environ, PYTHON=sys.executable),
+                              capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "gpu_report.json").read_text())
+    assert [(section["name"], section["status"]) for section in report["sections"]] == [("setup", "failed")]
+    assert "comfyui-0.33.0.tar.xz" in report["sections"][0]["log_tail"]  # the missing archive, named
+    assert "## Failures (1)" in (tmp_path / "out" / "gpu_report.md").read_text()

@@ -13,6 +13,7 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -87,30 +88,28 @@ class DeviceMemorySampler:
 
     torch.cuda.max_memory_allocated counts torch's allocator only; weights that current ComfyUI's dynamic
     VRAM keeps in its own (comfy-aimdo) buffers, the CUDA context and cuBLAS/cuDNN workspaces are not in it.
-    NVML sees them all. None where NVML is missing or refuses (CPU runs, some sandboxes).
+    NVML sees them all. Where NVML is missing or refuses (some sandboxes), the figures are None and
+    `unavailable` says why.
     """
 
     def __init__(self, device_index: int = 0, interval: float = 0.003) -> None:
-        import threading
-
         self.interval = interval
         self.peak = self.baseline = 0
+        self.unavailable: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         try:
             import pynvml
 
             pynvml.nvmlInit()
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
-            self._read = lambda: pynvml.nvmlDeviceGetMemoryInfo(self._handle).used
+            handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+            self._read: Callable[[], int] = lambda: pynvml.nvmlDeviceGetMemoryInfo(handle).used
             self._read()
-        except Exception:  # noqa: BLE001  (no NVML: the figure is reported as missing, not guessed)
-            self._read = None
+        except Exception as error:  # noqa: BLE001  (recorded with the figures, which stay missing, not guessed)
+            self.unavailable = f"NVML: {type(error).__name__}: {error}"
 
     def start(self) -> None:
-        import threading
-
-        if self._read is None:
+        if self.unavailable:
             return
         self.baseline = self.peak = self._read()
         self._stop.clear()
@@ -121,13 +120,14 @@ class DeviceMemorySampler:
         while not self._stop.wait(self.interval):
             self.peak = max(self.peak, self._read())
 
-    def stop(self) -> dict[str, int | None]:
+    def stop(self) -> dict[str, int | str | None]:
         if self._thread is None:
-            return {"device_used_before": None, "device_peak_used": None}
+            return {"device_used_before": None, "device_peak_used": None, "device_memory_unavailable": self.unavailable}
         self._stop.set()
         self._thread.join()
         self._thread = None
-        return {"device_used_before": self.baseline, "device_peak_used": max(self.peak, self._read())}
+        return {"device_used_before": self.baseline, "device_peak_used": max(self.peak, self._read()),
+                "device_memory_unavailable": None}
 
 
 class PeakMemory:
@@ -159,7 +159,8 @@ class PeakMemory:
 
     def read(self) -> dict[str, int | None]:
         peak_since_reset = self._status_kib("VmHWM") * 1024
-        device = self.device_memory.stop() if self.cuda else {"device_used_before": None, "device_peak_used": None}
+        device = self.device_memory.stop() if self.cuda else {"device_used_before": None, "device_peak_used": None,
+                                                              "device_memory_unavailable": "CPU run"}
         return {
             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # whole process, model build included
             "rss_growth": peak_since_reset - self.baseline_rss,  # during training only

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,9 +133,19 @@ def run_section(section: Section, seconds: float, grace: float, smoke: bool, wor
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             status = f"timed out after {seconds + grace:.0f} s"
-    records = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
     return {"name": section.name, "status": status, "seconds": time.time() - started, "budget": seconds,
-            "log_tail": "" if status == "ok" else tail(log), "records": records, "log": str(log)}
+            "log_tail": "" if status == "ok" else tail(log), "records": read_records(results), "log": str(log)}
+
+
+def read_records(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The section's results; a line cut off by a kill is noted, not fatal."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            records.append({"kind": "note", "detail": f"an unreadable result line (cut off?): {line[:200]}"})
+    return records
 
 
 def main(argv: list[str]) -> int:
@@ -144,26 +155,31 @@ def main(argv: list[str]) -> int:
     out = args.out or pathlib.Path(os.environ.get("OUT") or REPO / "test-artifacts" / "gpu")
     out.mkdir(parents=True, exist_ok=True)
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="loralab-gpu-kit-"))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    tree_list, manifest = trees(args, work, env)
-    standins = add_standins(env)
-    sections = plan(tree_list, budgets(args), args.sections)
-    print(f"[kit] {'smoke' if args.smoke else 'GPU'} run: ComfyUI {', '.join(label for label, _ in tree_list)}; "
-          f"{len(sections)} sections within {total:.0f} s; unpacked in {time.time() - started:.0f} s", flush=True)
-    done = []
-    for section in sections:
-        left = total - (time.time() - started) - args.grace
-        if left < MIN_SECTION:
-            done.append({"name": section.name, "status": f"skipped: {max(0.0, left):.0f} s of the run's {total:.0f} s left",
-                         "seconds": 0.0, "budget": 0.0, "log_tail": "", "records": []})
-            print(f"[kit] {section.name}: {done[-1]['status']}", flush=True)
-            continue
-        result = run_section(section, min(section.budget, left), args.grace, args.smoke, work, env)
-        done.append(result)
-        print(f"[kit] {section.name}: {result['status']} in {result['seconds']:.0f} s", flush=True)
-    meta = {"mode": "smoke" if args.smoke else "gpu", "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-            "wall_s": time.time() - started, "total_budget_s": total, "trees": [label for label, _ in tree_list],
-            "bundle": manifest, "standins": standins, "work": str(work), "note": case_table.SMOKE_NOTE if args.smoke else ""}
+    meta: dict[str, Any] = {"mode": "smoke" if args.smoke else "gpu", "total_budget_s": total, "work": str(work),
+                            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+                            "note": case_table.SMOKE_NOTE if args.smoke else ""}
+    done: list[dict[str, Any]] = []
+    try:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        tree_list, meta["bundle"] = trees(args, work, env)
+        meta["trees"] = [label for label, _ in tree_list]
+        meta["standins"] = add_standins(env)
+        sections = plan(tree_list, budgets(args), args.sections)
+        print(f"[kit] {meta['mode']} run: ComfyUI {', '.join(meta['trees'])}; {len(sections)} sections within {total:.0f} s; "
+              f"set up in {time.time() - started:.0f} s", flush=True)
+        for section in sections:
+            left = total - (time.time() - started) - args.grace
+            if left < MIN_SECTION:
+                result = {"name": section.name, "status": f"skipped: {max(0.0, left):.0f} s of the run's {total:.0f} s left",
+                          "seconds": 0.0, "budget": 0.0, "log_tail": "", "records": []}
+            else:
+                result = run_section(section, min(section.budget, left), args.grace, args.smoke, work, env)
+            done.append(result)
+            print(f"[kit] {section.name}: {result['status']} in {result['seconds']:.0f} s", flush=True)
+    except Exception:  # noqa: BLE001  (the report says what broke; an unattended run must still leave one)
+        done.append({"name": "setup", "status": "failed", "seconds": time.time() - started, "budget": 0.0,
+                     "log_tail": traceback.format_exc(), "records": []})
+    meta["wall_s"] = time.time() - started
     paths = report.write(out, meta, done)
     print(report.summary(meta, done), flush=True)
     print(f"[kit] report: {', '.join(str(path) for path in paths)}", flush=True)

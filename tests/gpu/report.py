@@ -88,6 +88,8 @@ def markdown(meta: dict[str, Any], sections: list[dict[str, Any]]) -> str:
                      f"{machine['cpus']} CPUs.")
     lines.append(f"Run took {meta['wall_s']:.0f} s of its {meta['total_budget_s']:.0f} s budget." +
                  (f" Smoke run: {meta['note']}." if meta.get("note") else ""))
+    if meta.get("trees"):
+        lines.append(f"ComfyUI trees: {', '.join(meta['trees'])}.")
     if meta.get("bundle"):
         bundle = meta["bundle"]
         lines.append(f"Bundle: ComfyUI {', '.join(tree['version'] for tree in bundle['trees'])}; parts "
@@ -130,6 +132,10 @@ def markdown(meta: dict[str, Any], sections: list[dict[str, Any]]) -> str:
               "kernel and copy time over wall time in the profiled steady-state steps.", ""]
     lines += table(["tree", "case", "tool", "s/step", "samples/s", "peak allocated GiB", "device peak GiB", "estimate GiB",
                     "estimate/peak", "target GiB", "GPU busy", "trainable params"], speed_rows(cases))
+    reasons = {run["device_memory_unavailable"] for record in cases for run in (record.get("ours"), record.get("core"))
+               if run and run.get("device_memory_unavailable")}
+    if reasons:
+        lines += ["", f"No device peak: {'; '.join(sorted(reasons))}."]
     loaded_at_step = [(record["tree"], record["case"], record["ours"].get("loaded_at_first_step")) for record in cases
                       if record.get("ours")]
     if loaded_at_step:
