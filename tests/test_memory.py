@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -81,6 +82,24 @@ def test_run_that_cannot_fit_stops_before_any_work_and_names_what_fits(sd15, tmp
     assert "batch_size 64 -> " in message or "resolution 2048 -> " in message, message
     assert not any("Encoding" in stage for stage in observer.stages), observer.stages
     assert not (tmp_path / "state").exists()
+
+
+def test_a_run_logs_its_estimate_and_keeps_it_in_the_lora(sd15, tmp_path, caplog):
+    """The estimate a run was checked against travels with its LORA (the GPU check kit sets it beside the
+    measured peak) and is in ComfyUI's log before the first step."""
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2, size=64)
+    with caplog.at_level(logging.INFO):
+        lora = loop.train_lora(sd15.model, sd15.clip, sd15.vae, dataset, TrainingSettings(**FAST), SilentObserver(),
+                               tmp_path / "state").lora
+    estimate = lora.memory_estimate
+    assert estimate["total"] == estimate["weights"] + estimate["adapters"] + estimate["activations"] + estimate["fixed"]
+    adapter_parameters = sum(t.numel() for name, t in lora.weights().items() if not name.endswith(".alpha"))
+    assert estimate["adapters"] == adapter_parameters * (4 + 4 + memory.OPTIMIZER_STATE_BYTES["AdamW"])
+    assert estimate["weights"] == 0 and estimate["activations"] > 0  # CPU: the weights are in RAM already
+    logged = [record.getMessage() for record in caplog.records if "this run needs about" in record.getMessage()]
+    assert logged == [f"LoRA Lab: this run needs about {memory.gib(estimate['total'])} (adapters with gradients and "
+                      f"optimizer state {memory.gib(estimate['adapters'])}, activations {memory.gib(estimate['activations'])}, "
+                      f"workspace {memory.gib(estimate['fixed'])})"]
 
 
 def test_named_settings_do_fit(sd15, tmp_path):

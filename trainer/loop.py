@@ -194,6 +194,8 @@ class Trainer:
         # Before any work: stop now, naming settings that would fit, if the estimated peak memory cannot fit.
         estimate = memory.check_fits(self.unet_patcher, self.clip_for_training, self.unet_adapters, self.text_adapters,
                                      training_images, s, self.resolution, self.family.bucket_step, self.device)
+        self.memory_estimate = estimate
+        log.info("LoRA Lab: this run needs about %s", estimate.describe())
         # What training needs beside the weights: ComfyUI frees that much when it loads them (unloading the VAE
         # and a cached-away text encoder from the GPU), as it does for a sampler's activations. RAM is not freed.
         self.working_memory = 0 if self.device.type == "cpu" else estimate.total - estimate.weights
@@ -513,6 +515,7 @@ class Trainer:
             learning_rate_history=[(int(a), float(b)) for a, b in state.learning_rate_history],
             validation_history=validation, recommended_epoch=recommended, recommendation=reason,
             state_dir=None if state_dir is None else str(state_dir), started_at=state.started_at, finished_at=time.time(),
+            memory_estimate=self.memory_estimate.as_dict(),
         )
 
     def _dataset_summary(self) -> dict:

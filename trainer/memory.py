@@ -126,6 +126,9 @@ class MemoryEstimate:
     def total(self) -> int:
         return self.weights + self.adapters + self.activations + self.fixed
 
+    def as_dict(self) -> dict[str, int]:
+        return {**dataclasses.asdict(self), "total": self.total}
+
     def describe(self) -> str:
         weights = f"frozen weights {gib(self.weights)}, " if self.weights else ""
         return (f"{gib(self.total)} ({weights}adapters with gradients and optimizer state {gib(self.adapters)}, "

@@ -48,6 +48,7 @@ class TrainedLora:
     state_dir: str | None = None
     started_at: float = 0.0
     finished_at: float = 0.0
+    memory_estimate: dict[str, int] = field(default_factory=dict)  # the run's estimated peak in bytes, by part and "total"
 
     @property
     def final_epoch(self) -> int:

@@ -1,15 +1,21 @@
-"""Random-weight models at real sizes, built through ComfyUI's own classes, for the training benchmark.
+"""Random-weight models at real sizes, built through ComfyUI's own classes, for the training benchmark and
+the GPU check kit.
 
 The UNets have the real SD1.5 / SDXL architectures; the text encoders are small (real tokenizer and
 vocabulary, a few layers) but as wide as the real ones, so the conditioning has the real shape. The VAE is
 the harness's small 8x one: training never runs it after the latents are encoded. Weights are drawn from a
 seeded generator, so every benchmark process builds exactly the same model.
+
+`build` assembles the UNet in memory; `load` writes it once as a safetensors file and loads it with ComfyUI's
+Load Diffusion Model node, as a user's model arrives (detected from its weights, memory-mapped, and on
+current ComfyUI managed by dynamic VRAM).
 """
 from __future__ import annotations
 
+import pathlib
 from typing import Any, Callable
 
-from harness import models
+from harness import models, runtime
 
 SEED = 0
 
@@ -26,8 +32,15 @@ FULL_SDXL_UNET = dict(
 )
 
 
+# The smallest UNet ComfyUI's loader detects as SD1.5 from its weights alone (SD1.5's width and context, one level).
+MIN_SD15_UNET = dict(
+    model_channels=320, channel_mult=[1], num_res_blocks=[1], transformer_depth=[1], context_dim=768,
+    use_linear_in_transformer=False, num_heads=8,
+)
+
 UNETS: dict[str, tuple[str, dict[str, Any]]] = {  # model name -> (ComfyUI model config class, UNet config)
     "tiny": ("SD15", models.TINY_SD15_UNET),  # the test suite's SD1.5-architecture toy
+    "min": ("SD15", MIN_SD15_UNET),  # 26M parameters, for the GPU kit's smoke run through Load Diffusion Model
     "full": ("SD15", FULL_SD15_UNET),  # the full SD1.5 UNet (860M parameters)
     "sdxl": ("SDXL", FULL_SDXL_UNET),  # the full SDXL UNet (2.6B parameters)
 }
@@ -81,9 +94,38 @@ def sdxl_clip(seed: int) -> Any:
     return models.assemble_clip(target, models.text_encoder_weights(target, seed))
 
 
-CLIPS: dict[str, Callable[[int], Any]] = {"tiny": sd15_clip(32), "full": sd15_clip(768), "sdxl": sdxl_clip}
+CLIPS: dict[str, Callable[[int], Any]] = {"tiny": sd15_clip(32), "min": sd15_clip(768), "full": sd15_clip(768), "sdxl": sdxl_clip}
 
 
 def build(name: str) -> models.ModelBundle:
     return models.ModelBundle(family=UNETS[name][0].lower(), model=load_unet(name, SEED), clip=CLIPS[name](SEED + 1),
                               vae=small_vae(SEED + 2))
+
+
+def unet_file(name: str, device: str = "cpu") -> pathlib.Path:
+    """The UNet of `name` as a diffusion-model file (fp16, as released checkpoints are), cached.
+
+    Random values are drawn on `device`, so each device type caches its own file.
+    """
+    import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
+    import comfy.ops
+    import torch
+
+    config = models.unet_config(**UNETS[name][1])
+
+    def make() -> dict[str, Any]:
+        unet = openaimodel.UNetModel(**config, dtype=torch.float16, device="cpu", operations=comfy.ops.disable_weight_init)
+        return models.initialise_(unet, SEED, device).state_dict()
+
+    return models.cached_file(f"{name}-unet", {"unet": config, "seed": SEED, "device": device, "dtype": "fp16"}, make)
+
+
+def load(name: str, weight_dtype: str = "default", device: str = "cpu") -> models.ModelBundle:
+    """`name`'s UNet loaded from its file by Load Diffusion Model (UNETLoader) with its `weight_dtype` option
+    ("default", "fp8_e4m3fn", ...), with the benchmark's text encoder and VAE."""
+    import folder_paths
+
+    path = unet_file(name, device)
+    folder_paths.add_model_folder_path("diffusion_models", str(path.parent))
+    model = runtime.run_node("UNETLoader", unet_name=path.name, weight_dtype=weight_dtype)[0]
+    return models.ModelBundle(family=UNETS[name][0].lower(), model=model, clip=CLIPS[name](SEED + 1), vae=small_vae(SEED + 2))

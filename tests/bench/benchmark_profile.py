@@ -3,7 +3,7 @@
     $PYTHON tests/bench/benchmark_profile.py --tool ours --model full --steps 4 [--threads 1] [--device cpu]
 
 Profiles the steps after the first (warm-up) one: from the end of the first optimizer step to the end of
-the run (the last step's result handling included). Prints torch.profiler's table sorted by self CPU time (self CUDA time on a GPU).
+the last. Prints torch.profiler's table sorted by self CPU time (self CUDA time on a GPU).
 """
 from __future__ import annotations
 
@@ -38,31 +38,19 @@ def main(argv: list[str]) -> None:
     import benchmark_models
     import folder_paths
     import torch
-    from torch.optim.optimizer import register_optimizer_step_post_hook
 
     if args.threads:
         torch.set_num_threads(args.threads)
     bundle = benchmark_models.build(args.model)
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if args.device == "cuda" else [])
-    profiler = torch.profiler.profile(activities=activities)
-    steps = []
-
-    def start_after_warmup(_optimizer, _args, _kwargs) -> None:
-        steps.append(None)
-        if len(steps) == 1:
-            profiler.start()
-
-    handle = register_optimizer_step_post_hook(start_after_warmup)
+    window = benchmark_run.ProfileWindow(after=1, steps=args.steps - 1, cuda=args.device == "cuda")
     with tempfile.TemporaryDirectory(prefix="loralab-profile-") as tmp:
         folder_paths.set_output_directory(str(pathlib.Path(tmp) / "output"))
         count, repeats = benchmark_run.images_for(config)
         dataset = training_data.captioned_shapes(pathlib.Path(tmp) / "data", count=count, size=args.resolution, repeats=repeats)
         benchmark_run.TOOLS[args.tool](bundle, dataset, config)
-    profiler.stop()
-    handle.remove()
-    sort = "self_cuda_time_total" if args.device == "cuda" else "self_cpu_time_total"
-    print(f"{len(steps) - 1} steps profiled")
-    print(profiler.key_averages().table(sort_by=sort, row_limit=args.rows))
+    window.stop()
+    print(f"{args.steps - 1 if window.profiled else 0} steps profiled")
+    print(window.table(args.rows))
 
 
 if __name__ == "__main__":

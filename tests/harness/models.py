@@ -36,13 +36,17 @@ class ModelBundle:
     vae: Any
 
 
-def initialise_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Give every parameter a sane value: ComfyUI's layers skip `reset_parameters`, leaving garbage."""
-    generator = torch.Generator().manual_seed(seed)
+def initialise_(module: torch.nn.Module, seed: int, device: str = "cpu") -> torch.nn.Module:
+    """Give every parameter a sane value: ComfyUI's layers skip `reset_parameters`, leaving garbage.
+
+    Values are drawn on `device` ("cuda" draws a 2.6B-parameter UNet in seconds); each device's generator
+    gives its own, repeatable, values for a seed.
+    """
+    generator = torch.Generator(device).manual_seed(seed)
     with torch.no_grad():
         for name, parameter in sorted(module.named_parameters(), key=lambda item: item[0]):
             if parameter.ndim >= 2:
-                values = torch.randn(parameter.shape, generator=generator) * 0.02
+                values = torch.randn(parameter.shape, generator=generator, device=device) * 0.02
             elif name.endswith("weight") or name.endswith("gamma"):
                 values = torch.ones(parameter.shape)
             else:
@@ -156,8 +160,8 @@ def split(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {key[len(prefix):]: value for key, value in sd.items() if key.startswith(prefix)}
 
 
-def cached_state_dict(name: str, recipe: dict[str, Any], make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Load a fixture's weights from the cache, building and atomically writing them on first use."""
+def cached_file(name: str, recipe: dict[str, Any], make: Callable[[], dict[str, torch.Tensor]]) -> pathlib.Path:
+    """A fixture's weights as a safetensors file in the cache, built and atomically written on first use."""
     import safetensors.torch
 
     digest = hashlib.sha256(json.dumps([FIXTURE_VERSION, recipe], sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -167,7 +171,14 @@ def cached_state_dict(name: str, recipe: dict[str, Any], make: Callable[[], dict
         partial = path.with_suffix(".partial")
         safetensors.torch.save_file(state, str(partial))
         os.replace(partial, path)
-    return safetensors.torch.load_file(str(path))
+    return path
+
+
+def cached_state_dict(name: str, recipe: dict[str, Any], make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Load a fixture's weights from the cache, building and atomically writing them on first use."""
+    import safetensors.torch
+
+    return safetensors.torch.load_file(str(cached_file(name, recipe, make)))
 
 
 def random_weights(module_factory: Callable[[], torch.nn.Module], seed: int) -> dict[str, torch.Tensor]:
@@ -370,15 +381,18 @@ def sdxl_clip_target() -> Any:
     return comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, clip)
 
 
-def tiny_sdxl(seed: int = 0) -> ModelBundle:
-    """SDXL architecture: clip_l + clip_g (concatenated context, pooled clip_g plus size embeddings as ADM)."""
+def tiny_sdxl(seed: int = 0, weight_dtype: torch.dtype = torch.float32) -> ModelBundle:
+    """SDXL architecture: clip_l + clip_g (concatenated context, pooled clip_g plus size embeddings as ADM).
+
+    `weight_dtype` stores the UNet weights in another dtype, as Load Diffusion Model's weight_dtype does.
+    """
     import comfy.supported_models
 
     config = unet_config(**TINY_SDXL_UNET)
     vae_config = tiny_vae_config()
     recipe = {"unet": config, "clip_l": TINY_SDXL_CLIP_L, "clip_g": TINY_SDXL_CLIP_G, "vae": vae_config, "seed": seed}
     return cached_bundle("sdxl", "tiny-sdxl", recipe, comfy.supported_models.SDXL(config),
-                         lambda: unet_weights(config, seed), sdxl_clip_target(), vae_config)
+                         lambda: unet_weights(config, seed), sdxl_clip_target(), vae_config, weight_dtype=weight_dtype)
 
 
 # ---------------------------------------------------------------- SD3 family (flow matching, MMDiT)
