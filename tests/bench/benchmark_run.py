@@ -293,7 +293,8 @@ def run_ours(bundle, dataset, config: RunConfig) -> ToolRun:
     inputs = {name: spec[1]["default"] for name, spec in required.items() if len(spec) > 1 and "default" in spec[1]}
     inputs.update(model=bundle.model, clip=bundle.clip, vae=bundle.vae, dataset=dataset, rank=config.rank,
                   resolution=config.resolution, batch_size=config.batch_size, epochs=1, gradient_checkpointing=True,
-                  seed=SEED_TRAINING, optimizer=config.optimizer, text_encoder_lr=config.text_encoder_lr)
+                  seed=SEED_TRAINING, optimizer=config.optimizer, text_encoder_lr=config.text_encoder_lr,
+                  keep_training_state=True)  # the GPU kit's LoraLoader check reads the exact adapter back from it
     if config.learning_rate:
         inputs.update(unet_lr=config.learning_rate)
     if config.precision != "default":
