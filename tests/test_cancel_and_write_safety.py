@@ -75,8 +75,11 @@ def load(path: str):
 
 
 def test_auto_caption_stops_at_the_next_image_and_says_what_was_written(comfy_dirs, captioners, stop_flag_cleared,
-                                                                       caplog):
+                                                                       caplog, monkeypatch):
     import comfy.utils
+
+    # Current ComfyUI throttles progress updates to one per 100 ms; every update is wanted here.
+    monkeypatch.setattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL", 0.0, raising=False)
 
     root = make_sample_dataset(comfy_dirs["input"] / "set", count=3, with_captions=False)
 
