@@ -7,7 +7,7 @@ from .workflow import Workflow, node_title
 
 BAR_WIDTH = 24
 TRAIN_NODE = "LoraLabTrainLoRA"  # sends loralab.train events after each progress update
-SWEEP_EVENT = "loralab.sweep"  # Strength Sweep's images rendered so far (its progress bar counts sampler steps)
+SWEEP_NODE = "LoraLabStrengthSweep"  # its bar counts sampler steps over all its images: shown in images
 LOG_EVERY = 0.1  # without a terminal, one line per tenth of a node's progress
 
 
@@ -24,6 +24,16 @@ def training_figures(event: dict[str, Any]) -> str:
             f"{event['it_s']:.2f} it/s  ETA {format_duration(event['eta_s'])}")
 
 
+def progress_count(workflow: Workflow, node_id: str, value: int, maximum: int) -> str:
+    """A bar's count as the user thinks of it: Strength Sweep's sampler steps become images (steps per image is its
+    `steps` input), anything else as it comes."""
+    node = workflow.get(node_id, {})
+    steps = node.get("inputs", {}).get("steps")
+    if node.get("class_type") == SWEEP_NODE and isinstance(steps, int) and steps > 0:
+        return f"{value // steps}/{maximum // steps} images"
+    return f"{value}/{maximum}"
+
+
 class ProgressDisplay:
     """Feed it every websocket message with `handle`; it writes to `stream` (stderr), never to stdout."""
 
@@ -32,7 +42,6 @@ class ProgressDisplay:
         self.interactive = interactive
         self.runs: dict[str, tuple[str, Workflow]] = {}
         self.training: dict[str, Any] | None = None
-        self.sweep: dict[str, Any] | None = None
         self.progress: tuple[str, int, int] | None = None
         self.logged_tenth = -1
         self.line_open = False
@@ -52,7 +61,7 @@ class ProgressDisplay:
         if kind == "execution_start":
             self._print(f"{label}ComfyUI started the run")
         elif kind == "executing" and data.get("node") is not None:
-            self.training, self.sweep, self.progress, self.logged_tenth = None, None, None, -1
+            self.training, self.progress, self.logged_tenth = None, None, -1
             self._status(f"{label}{self._title(workflow, data['node'])}", permanent=not self.interactive)
         elif kind == "progress":
             self.progress = (str(data.get("node")), int(data["value"]), int(data["max"]))
@@ -60,9 +69,6 @@ class ProgressDisplay:
         elif kind == "loralab.train" and data.get("kind") == "step":
             self.training = data
             self._show_progress(label, workflow, from_training=True)
-        elif kind == SWEEP_EVENT:
-            self.sweep = data
-            self._show_progress(label, workflow, from_training=False)
         elif kind == "loralab.train" and data.get("kind") == "epoch":
             text = f"{label}epoch {data['epoch']}/{data['epochs']} done: loss {data['loss']:.4f}"
             if data.get("validation_loss") is not None:
@@ -87,10 +93,8 @@ class ProgressDisplay:
         if not self.interactive and trains and not from_training:
             return  # the step's loss event follows this bar update: log once, with the figures
         filled = round(BAR_WIDTH * value / maximum) if maximum else 0
-        count = f"{value}/{maximum}"
-        if self.sweep is not None and str(self.sweep.get("node")) == node_id:
-            count = f"{self.sweep['images_done']}/{self.sweep['images']} images"
-        text = f"{label}{self._title(workflow, node_id)} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {count}"
+        text = (f"{label}{self._title(workflow, node_id)} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
+                f"{progress_count(workflow, node_id, value, maximum)}")
         if self.training is not None and str(self.training.get("node")) == node_id:
             text += "  " + training_figures(self.training)
         if self.interactive:

@@ -11,7 +11,6 @@ from ..trainer.progress import EpochReport, StepReport
 
 log = logging.getLogger("LoRA Lab")
 EVENT = "loralab.train"
-SWEEP_EVENT = "loralab.sweep"  # {"images_done", "images"}: the sweep's progress in images, for the command line
 SWEEP_PREVIEW_SIZE = 512
 
 
@@ -48,7 +47,8 @@ def send_text(text: str, node_id: str | None) -> None:
 
 
 class SweepProgress:
-    """Strength Sweep's progress: the bar moves per sampler step; the node's text and a websocket event count images."""
+    """Strength Sweep's progress: the bar moves per sampler step (clients divide by `steps` for images); the text
+    under the node counts images."""
 
     def __init__(self, node_id: str | None, steps_per_image: int) -> None:
         self.node_id = node_id
@@ -59,10 +59,9 @@ class SweepProgress:
     def update(self, steps_done: int, steps_total: int, finished_image=None) -> None:
         """sampling.ProgressCallback: sampler steps over the whole sweep, and the image just finished if any."""
         images_done, images = steps_done // self.steps_per_image, steps_total // self.steps_per_image
-        if images_done != self.images_done:  # sent before the bar moves, so a client labels that update in images
+        if images_done != self.images_done:
             self.images_done = images_done
             send_text(f"image {images_done}/{images}", self.node_id)
-            send_event(SWEEP_EVENT, {"images_done": images_done, "images": images}, self.node_id)
         preview = None if finished_image is None else ("PNG", to_pil(finished_image), SWEEP_PREVIEW_SIZE)
         self.bar.update_absolute(steps_done, steps_total, preview)
 

@@ -11,6 +11,7 @@ run (--retrain trains again; Save LoRA then picks the next free name, zqx_2.safe
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import pathlib
 import signal
@@ -97,12 +98,22 @@ def cli_options(args: argparse.Namespace, base: pathlib.Path) -> list[str]:
     return options
 
 
-def uncaptioned_images(folder: pathlib.Path, workflow: Workflow) -> list[pathlib.Path]:
-    """Training images without a caption file, read as the workflow's Load Dataset reads the folder."""
+def uncaptioned_images(args: argparse.Namespace, dataset: pathlib.Path, workflow: Workflow) -> list[pathlib.Path]:
+    """Training images without a caption file, read as the workflow's Load Dataset reads the folder; without
+    --caption there must be none (Auto Caption would download its model), and the error says what to do."""
+    if args.checkpoint is not None and args.dataset is None and not dataset.is_dir():
+        raise DatasetError(f"--checkpoint trains on your images: pass --dataset FOLDER (or put them in {dataset})")
     loader = next(node for node in workflow.values() if node["class_type"] == "LoraLabLoadDataset")
     extension = loader["inputs"].get("caption_extension", ".txt")
-    dataset = load_dataset(folder, repeats=1, caption_extension=extension).dataset
-    return [image.path for image in dataset.training_images if not image.has_caption_file]
+    images = load_dataset(dataset, repeats=1, caption_extension=extension).dataset.training_images
+    missing = [image.path for image in images if not image.has_caption_file]
+    if missing and not args.caption:
+        shown = ", ".join(path.name for path in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise DatasetError(
+            f"{len(missing)} image(s) in {dataset} have no caption file: {shown}.\n  Write one caption line next to "
+            f"each image (for a.png: a.txt), or pass --caption to let Auto Caption write them with "
+            f"{captioner_of(workflow)}, which is downloaded from Hugging Face into models/captioners on first use.")
+    return missing
 
 
 def captioner_of(workflow: Workflow) -> str:
@@ -156,52 +167,30 @@ def describe(args: argparse.Namespace, dataset: pathlib.Path) -> str:
 
 def run_demo(args: argparse.Namespace, base: pathlib.Path) -> int:
     workflow_file = TOY_WORKFLOW if args.checkpoint is None else SD15_WORKFLOW
+    workflow = load_workflow(workflow_file)
     options = cli_options(args, base)
     dataset = dataset_folder(args, base)
-    cli_args = build_parser().parse_args([str(workflow_file), *options])
-    key_inputs = (REPO, comfyui_path(), workflow_file, options)
-    workflow = load_workflow(workflow_file)
-    if args.checkpoint is not None and args.dataset is None and not dataset.is_dir():
-        print(f"error: --checkpoint trains on your images: pass --dataset FOLDER (or put them in {dataset})",
-              file=sys.stderr)
-        return BAD_INPUT_EXIT
     try:
-        missing = uncaptioned_images(dataset, workflow)
+        missing = uncaptioned_images(args, dataset, workflow)
     except DatasetError as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT_EXIT
-    if missing and not args.caption:
-        captioner = captioner_of(workflow)
-        shown = ", ".join(path.name for path in missing[:10]) + (", ..." if len(missing) > 10 else "")
-        print(f"error: {len(missing)} image(s) in {dataset} have no caption file: {shown}.\n"
-              f"  Write one caption line next to each image (for a.png: a.txt), or pass --caption to let Auto Caption "
-              f"write them with {captioner}, which is downloaded from Hugging Face into models/captioners on first "
-              "use.", file=sys.stderr)
-        return BAD_INPUT_EXIT
-    if not args.retrain and (earlier := earlier_run(base, run_key(*key_inputs, dataset, args.checkpoint))):
+    key = functools.partial(run_key, REPO, comfyui_path(), workflow_file, options, dataset, args.checkpoint)
+    if not args.retrain and (earlier := earlier_run(base, key())):
         print(f"Nothing changed since the demo run of {earlier.finished} (same dataset, workflow, model and LoRA Lab "
               "code), so its files are shown again and nothing was trained; --retrain trains again.")
         print_files(earlier.files)
         return 0
 
     print(describe(args, dataset))
-    device = "on the CPU" if args.checkpoint is None else "on its default device"
-    print(f"Starting ComfyUI {'.'.join(map(str, comfyui_version()))} {device}; its folders are under {base}, its log is "
-          f"{base / 'server.log'}", flush=True)
-    started = time.monotonic()
-    with ComfyServer(base, cpu=args.checkpoint is None) as server:  # the pack linked into its custom_nodes
-        print(f"ComfyUI is ready at {server.url} ({time.monotonic() - started:.0f} s)", flush=True)
-        cli_args.server = server.url
-        try:
-            client, runs = prepare_runs(cli_args)
-            if not missing:
-                runs = [Run(run.name, without_auto_caption(run.workflow)) for run in runs]
-            display = ProgressDisplay(sys.stderr, interactive=sys.stderr.isatty())
-            (outcome,) = execute(client, runs, display, report=lambda finished: None)
-        except CliError as error:
-            print(f"error: {error}", file=sys.stderr)
-            print(f"ComfyUI's log: {server.log_path}", file=sys.stderr)
-            return error.exit_code
+    try:
+        outcome = run_on_server(args, base, [str(workflow_file), *options], caption=bool(missing))
+    except CliError as error:
+        print(f"error: {error}\nComfyUI's log: {base / 'server.log'}", file=sys.stderr)
+        return error.exit_code
+    except (RuntimeError, TimeoutError) as error:  # ComfyServer: ComfyUI exited or never answered (log tail shown)
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     took = format_duration(outcome.seconds or 0)
     if outcome.status != "success":
         print(f"{'Interrupted' if outcome.status == 'interrupted' else 'FAILED'} after {took}: {outcome.error}\n"
@@ -210,8 +199,24 @@ def run_demo(args: argparse.Namespace, base: pathlib.Path) -> int:
     files = outcome_files(outcome, base)
     print(f"Finished in {took}. This run's files:")
     print_files(files)
-    remember_run(base, run_key(*key_inputs, dataset, args.checkpoint), outcome.seconds or 0.0, files)
+    remember_run(base, key(), outcome.seconds or 0.0, files)  # the dataset as trained on (captions written)
     return 0
+
+
+def run_on_server(args: argparse.Namespace, base: pathlib.Path, cli_argv: list[str], caption: bool) -> Outcome:
+    """Start the demo's ComfyUI, queue the run through loralab_cli's code (progress on stderr), stop ComfyUI."""
+    device = "on the CPU" if args.checkpoint is None else "on its default device"
+    print(f"Starting ComfyUI {'.'.join(map(str, comfyui_version()))} {device}; its folders are under {base}, its log "
+          f"is {base / 'server.log'}", flush=True)
+    started = time.monotonic()
+    with ComfyServer(base, cpu=args.checkpoint is None) as server:  # the pack linked into its custom_nodes
+        print(f"ComfyUI is ready at {server.url} ({time.monotonic() - started:.0f} s)", flush=True)
+        client, runs = prepare_runs(build_parser().parse_args([*cli_argv, "--server", server.url]))
+        if not caption:
+            runs = [Run(run.name, without_auto_caption(run.workflow)) for run in runs]
+        (outcome,) = execute(client, runs, ProgressDisplay(sys.stderr, interactive=sys.stderr.isatty()),
+                             report=lambda finished: None)
+    return outcome
 
 
 def main() -> int:
