@@ -123,9 +123,6 @@ app.registerExtension({
     if (node.comfyClass === DATASET_NODE) addReportWidget(node);
   },
   async setup() {
-    // Strength Sweep's image count is for the command line; the page already shows the node's progress text.
-    // Listening tells the frontend the event is ours, so it does not log it as an unknown message type.
-    api.addEventListener("loralab.sweep", () => {});
     api.addEventListener("loralab.train", ({ detail }) => {
       const chart = chartOf(detail.node);
       if (!chart) return;
