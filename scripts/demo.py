@@ -28,6 +28,7 @@ from loralab_cli.main import Outcome, build_parser, execute, listen_for_ctrl_c, 
 from loralab_cli.progress import ProgressDisplay, format_duration  # noqa: E402
 from loralab_cli.workflow import CliError, Run, Workflow, is_link, load_workflow  # noqa: E402
 from trainer.dataset_loader import load_dataset  # noqa: E402
+from trainer.dataset_roots import ENVIRONMENT_VARIABLE as DATASET_ROOTS_VARIABLE  # noqa: E402
 from trainer.errors import DatasetError  # noqa: E402
 from trainer.toy_world.concept_dataset import write_concept_dataset  # noqa: E402  (generated data, no download)
 
@@ -209,6 +210,9 @@ def run_on_server(args: argparse.Namespace, base: pathlib.Path, cli_argv: list[s
     print(f"Starting ComfyUI {'.'.join(map(str, comfyui_version()))} {device}; its folders are under {base}, its log "
           f"is {base / 'server.log'}", flush=True)
     started = time.monotonic()
+    if args.dataset is not None:  # the demo's ComfyUI is the user's own: their folder becomes one of its dataset roots
+        declared = [os.environ.get(DATASET_ROOTS_VARIABLE, ""), str(args.dataset.expanduser().resolve())]
+        os.environ[DATASET_ROOTS_VARIABLE] = os.pathsep.join(folder for folder in declared if folder)
     with ComfyServer(base, cpu=args.checkpoint is None) as server:  # the pack linked into its custom_nodes
         print(f"ComfyUI is ready at {server.url} ({time.monotonic() - started:.0f} s)", flush=True)
         client, runs = prepare_runs(build_parser().parse_args([*cli_argv, "--server", server.url]))
