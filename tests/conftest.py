@@ -1,12 +1,17 @@
 """Every test runs against the real ComfyUI runtime (COMFYUI_PATH, set by scripts/test.sh)."""
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
+import torch
 
 from harness import runtime
 
+# Tests compare runs bit for bit, which needs one thread count throughout: pin torch's own (LoRA Lab fits the count
+# to the machine's load only when the user has not set one; tests/test_cpu_threads.py lifts the pin to test that).
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 runtime.boot()
 
 
