@@ -5,9 +5,13 @@ import os
 import pathlib
 
 import pytest
+import torch
 
 from harness import runtime
 
+# Tests compare runs bit for bit, which needs one thread count throughout: pin torch's own (LoRA Lab fits the count
+# to the machine's load only when the user has not set one; tests/test_cpu_threads.py lifts the pin to test that).
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 runtime.boot()
 
 
