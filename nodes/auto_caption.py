@@ -7,9 +7,9 @@ import comfy.model_management
 import comfy.utils
 
 from ..trainer.captioning import CaptionRun, CaptionSettings, caption_dataset, captioner_names, register_model_folder
-from ..trainer.dataset_loader import display_name
-from ..trainer.dataset_report import caption_findings, clip_token_counter
-from ..trainer.dataset_roots import comfy_dataset_roots
+from ..trainer.data.loading import display_name
+from ..trainer.data.report import caption_findings, clip_token_counter
+from ..trainer.data.roots import comfy_dataset_roots
 from .comfy_progress import log
 from .finite_inputs import refuse_non_finite_floats
 from .types import CATEGORY, DATASET

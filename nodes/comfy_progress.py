@@ -6,8 +6,8 @@ import logging
 import comfy.model_management as mm
 import comfy.utils
 
-from ..trainer.image_files import to_pil
-from ..trainer.progress import EpochReport, StepReport
+from ..trainer.files.image_files import to_pil
+from ..trainer.training.progress import EpochReport, StepReport
 
 log = logging.getLogger("LoRA Lab")
 EVENT = "loralab.train"
@@ -67,7 +67,7 @@ class SweepProgress:
 
 
 class ComfyObserver:
-    """Implements trainer.progress.TrainingObserver for a node run inside ComfyUI."""
+    """Implements trainer.training.progress.TrainingObserver for a node run inside ComfyUI."""
 
     def __init__(self, node_id: str | None) -> None:
         self.node_id = node_id

@@ -8,17 +8,17 @@ import comfy.sd
 import comfy.utils
 import folder_paths
 
-from ..trainer import run_folders
 from ..trainer.cpu_threads import fits_threads_to_load
-from ..trainer.data import to_pixels
 from ..trainer.errors import DiskFull
-from ..trainer.families import detect_family
-from ..trainer.image_files import png_info, save_output_png, to_pil
-from ..trainer.loop import TrainingCancelled, train_lora
-from ..trainer.loss_chart import render_loss_chart
-from ..trainer.settings import PRECISIONS, TrainingSettings
-from ..trainer.summary import loss_summary
-from ..trainer.training_samples import EpochSampler, parse_sample_prompts, sample_defaults
+from ..trainer.files.image_files import png_info, save_output_png, to_pil
+from ..trainer.models.families import detect_family
+from ..trainer.sweep.epoch_samples import EpochSampler, parse_sample_prompts, sample_defaults
+from ..trainer.sweep.loss_chart import render_loss_chart
+from ..trainer.training import run_folders
+from ..trainer.training.batches import to_pixels
+from ..trainer.training.loop import TrainingCancelled, train_lora
+from ..trainer.training.loss_summary import loss_summary
+from ..trainer.training.settings import PRECISIONS, TrainingSettings
 from .comfy_progress import ComfyObserver
 from .finite_inputs import refuse_non_finite_floats
 from .types import CATEGORY, DATASET, LORA

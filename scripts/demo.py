@@ -27,8 +27,8 @@ from harness.server import ComfyServer  # noqa: E402
 from loralab_cli.main import Outcome, build_parser, execute, listen_for_ctrl_c, prepare_runs  # noqa: E402
 from loralab_cli.progress import ProgressDisplay, format_duration  # noqa: E402
 from loralab_cli.workflow import CliError, Run, Workflow, is_link, load_workflow  # noqa: E402
-from trainer.dataset_loader import load_dataset  # noqa: E402
-from trainer.dataset_roots import ENVIRONMENT_VARIABLE as DATASET_ROOTS_VARIABLE  # noqa: E402
+from trainer.data.loading import load_dataset  # noqa: E402
+from trainer.data.roots import ENVIRONMENT_VARIABLE as DATASET_ROOTS_VARIABLE  # noqa: E402
 from trainer.errors import DatasetError  # noqa: E402
 from trainer.toy_world.concept_dataset import write_concept_dataset  # noqa: E402  (generated data, no download)
 

@@ -7,7 +7,7 @@ from PIL import Image, ImageChops, ImageFile
 from harness import runtime
 from harness.datasets import draw_shape, make_problem_dataset
 
-images = runtime.pack("trainer.images")
+images = runtime.pack("trainer.data.images")
 errors = runtime.pack("trainer.errors")
 
 

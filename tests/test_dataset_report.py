@@ -6,8 +6,8 @@ import pytest
 from harness import models, runtime
 from harness.datasets import make_problem_dataset, make_sample_dataset
 
-loader = runtime.pack("trainer.dataset_loader")
-report_module = runtime.pack("trainer.dataset_report")
+loader = runtime.pack("trainer.data.loading")
+report_module = runtime.pack("trainer.data.report")
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ import torch
 import test_lora_files_helpers as helpers
 from harness import models, runtime, training_data
 
-memory = runtime.pack("trainer.memory")
-TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
+memory = runtime.pack("trainer.training.memory")
+TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
 
 FP8 = torch.float8_e4m3fn
 

@@ -6,10 +6,10 @@ import torch
 
 from harness import models, runtime, training_data
 
-TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
-loop = runtime.pack("trainer.loop")
+TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
+loop = runtime.pack("trainer.training.loop")
 errors = runtime.pack("trainer.errors")
-SilentObserver = runtime.pack("trainer.progress").SilentObserver
+SilentObserver = runtime.pack("trainer.training.progress").SilentObserver
 
 FAST = training_data.FAST
 node_inputs = training_data.node_inputs

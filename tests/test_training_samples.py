@@ -11,8 +11,8 @@ from PIL import Image
 
 from harness import models, runtime, training_data
 
-training_samples = runtime.pack("trainer.training_samples")
-loss_chart = runtime.pack("trainer.loss_chart")
+training_samples = runtime.pack("trainer.sweep.epoch_samples")
+loss_chart = runtime.pack("trainer.sweep.loss_chart")
 errors = runtime.pack("trainer.errors")
 
 FAST = training_data.FAST
@@ -68,7 +68,7 @@ def test_samples_are_files_in_the_lora_and_match_lora_loader_at_full_strength(sd
     latent = runtime.run_node("EmptyLatentImage", width=64, height=64, batch_size=1)[0]
     samples = runtime.run_node("KSampler", model=model, seed=7, steps=2, cfg=2.0, sampler_name="euler", scheduler="normal",
                                positive=positive, negative=negative, latent_image=latent, denoise=1.0)[0]
-    expected = runtime.pack("trainer.image_files").to_pil(runtime.run_node("VAEDecode", samples=samples, vae=sd15.vae)[0][0])
+    expected = runtime.pack("trainer.files.image_files").to_pil(runtime.run_node("VAEDecode", samples=samples, vae=sd15.vae)[0][0])
     assert list(first.getdata()) == list(expected.getdata())
 
 
@@ -112,7 +112,7 @@ def test_cancel_while_sampling_keeps_the_finished_epochs_resumable(sd15, tmp_pat
     finally:
         handle.remove()
     state = sorted((comfy_dirs["output"] / "loralab" / "training_state").iterdir())[-1]
-    saved = runtime.pack("trainer.run_state").load_run_state(state)
+    saved = runtime.pack("trainer.training.run_state").load_run_state(state)
     assert saved.position.epoch == 2, "epoch 1 finished and was saved before its samples"
     assert not list((comfy_dirs["output"] / "loralab" / "samples").rglob("*.png"))
 

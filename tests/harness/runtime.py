@@ -122,7 +122,7 @@ def _enable_dynamic_vram_like_main(args: Any) -> None:
 
 
 def pack(submodule: str = "") -> Any:
-    """A module of this pack as ComfyUI imported it (e.g. `pack("trainer.families")`).
+    """A module of this pack as ComfyUI imported it (e.g. `pack("trainer.models.families")`).
 
     ComfyUI imports the pack under a name derived from its path; importing `trainer` directly would
     create second copies of our classes, and isinstance checks between the two would fail.

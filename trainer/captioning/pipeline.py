@@ -9,10 +9,10 @@ from typing import Callable, Protocol
 
 from PIL import Image
 
-from ..dataset import DatasetImage, LoraDataset
-from ..dataset_roots import DatasetRoots
+from ..data.dataset import DatasetImage, LoraDataset
+from ..data.images import UnreadableImage, open_training_image
+from ..data.roots import DatasetRoots
 from ..errors import SettingsError
-from ..images import UnreadableImage, open_training_image
 from . import device, models
 from .tags import finalize_caption, split_tags
 from .writing import MODES, WriteResult, store_caption

@@ -12,8 +12,8 @@ import json
 import time
 from typing import Any
 
-from .families import BY_NAME, SDXL, Family
-from .trained_lora import LYCORIS_ALGOS, TrainedLora
+from ..models.families import BY_NAME, SDXL, Family
+from ..training.trained_lora import LYCORIS_ALGOS, TrainedLora
 
 MODELSPEC_VERSION = "1.0.1"
 IMPLEMENTATION_DIFFUSERS = "diffusers"

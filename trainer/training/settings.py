@@ -5,8 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SettingsError
-from .finite import require_finite
+from ..errors import SettingsError
+from ..finite import require_finite
 
 NETWORKS = ("LoRA", "LoCon", "LoHa", "LoKr")
 OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Prodigy", "Adafactor", "SGD")

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 MAX_VALUES_PER_AXIS = 100
 MAX_SEED = 0xFFFFFFFFFFFFFFFF  # KSampler's seed range

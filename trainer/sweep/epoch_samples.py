@@ -12,9 +12,9 @@ from typing import Callable, Iterator
 import comfy.model_management as mm
 import torch
 
-from .errors import SettingsError
-from .image_files import output_path, png_info, save_output_png, to_pil
-from .sampling import (MAX_CFG, MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, SamplingSettings, encode_text,
+from ..errors import SettingsError
+from ..files.image_files import output_path, png_info, save_output_png, to_pil
+from .rendering import (MAX_CFG, MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, SamplingSettings, encode_text,
                        render_image, with_lora)
 
 DEFAULT_STEPS = 20

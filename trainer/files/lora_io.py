@@ -20,11 +20,11 @@ import safetensors
 import safetensors.torch
 import torch
 
+from ..errors import DiskFull, LoraFileError, SettingsError
+from ..training.trained_lora import TrainedLora
 from . import atomic_files
-from .errors import DiskFull, LoraFileError, SettingsError
 from .filename_prefix import prefix_parts
-from .lora_metadata import build_metadata
-from .trained_lora import TrainedLora
+from .metadata import build_metadata
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterable
 
 from .buckets import Bucket, default_side_limits, make_buckets, nearest_bucket, upscale_factor
 from .dataset import DatasetImage, LoraDataset
-from .dataset_loader import LoadedDataset, display_name, names
 from .images import ImageFacts, colour_distance
+from .loading import LoadedDataset, display_name, names
 
 TOKEN_LIMIT = 75  # CLIP's 77 positions minus start and end: the rest of a caption is cut off
 MIN_IMAGES = 15  # below this, LoRAs tend to copy their few shots instead of learning the subject

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 FALLBACK_PATH_MAX = 4096  # Linux's PATH_MAX; Windows with long paths enabled allows more, macOS 1024
 FALLBACK_NAME_MAX = 255  # ext4, NTFS, APFS

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import comfy.model_base
 import comfy.supported_models
 
-from .errors import SettingsError
-from .toy_world.model import ToyWorld
+from ..errors import SettingsError
+from ..toy_world.model import ToyWorld
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .sweep import SweepPlan, epoch_label, strength_label
+from .plan import SweepPlan, epoch_label, strength_label
 
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)

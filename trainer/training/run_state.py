@@ -16,8 +16,9 @@ import safetensors
 import safetensors.torch
 import torch
 
-from . import run_folders, state_codec
-from .errors import SettingsError, TrainingStateError
+from ..errors import SettingsError, TrainingStateError
+from ..files import state_codec
+from . import run_folders
 from .trained_lora import EpochWeights
 
 STATE_FILE = "state.json"

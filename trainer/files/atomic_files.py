@@ -15,7 +15,7 @@ import os
 import pathlib
 import secrets
 
-from .errors import DiskFull
+from ..errors import DiskFull
 
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 

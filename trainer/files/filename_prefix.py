@@ -5,7 +5,7 @@ import os
 import pathlib
 import re
 
-from .errors import SettingsError
+from ..errors import SettingsError
 from .path_limits import check_length
 
 # Bytes kept free in the file name for what saving appends: an epoch or counter suffix, the extension, a

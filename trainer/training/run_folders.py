@@ -27,9 +27,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from .atomic_files import describe_size, fsync_directory, is_disk_full, write_atomically
-from .errors import DiskFull, SettingsError, TrainingStateError
-from .path_limits import check_length
+from ..errors import DiskFull, SettingsError, TrainingStateError
+from ..files.atomic_files import describe_size, fsync_directory, is_disk_full, write_atomically
+from ..files.path_limits import check_length
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from typing import Any
 import comfy.lora
 import torch
 
-from .errors import LoraFileError
-from .families import Family, detect_family
+from ..errors import LoraFileError
+from ..models.families import Family, detect_family
+from ..training.trained_lora import EpochWeights, TrainedLora
 from .kohya_names import unet_names
-from .lora_metadata import dataset_summary_from_metadata, family_from_metadata, settings_from_metadata
-from .trained_lora import EpochWeights, TrainedLora
+from .metadata import dataset_summary_from_metadata, family_from_metadata, settings_from_metadata
 
 logger = logging.getLogger(__name__)
 

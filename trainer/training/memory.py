@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .buckets import make_buckets, nearest_bucket
-from .dataset import DatasetImage
-from .errors import OutOfMemory
+from ..data.buckets import make_buckets, nearest_bucket
+from ..data.dataset import DatasetImage
+from ..errors import OutOfMemory
 from .settings import TrainingSettings
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import peft
 import torch
 
-from .targets import Target
+from ..models.targets import Target
 
 ADAPTER = "default"
 LORA_KEYS = {"lora_A": "lora_down.weight", "lora_B": "lora_up.weight"}

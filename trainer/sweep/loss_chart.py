@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .trained_lora import TrainedLora
+from ..training.trained_lora import TrainedLora
 
 BACKGROUND = (255, 255, 255)
 AXIS = (60, 60, 60)

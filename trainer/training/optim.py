@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 
 def build_optimizer(name: str, groups: list[dict[str, Any]], device: torch.device) -> torch.optim.Optimizer:

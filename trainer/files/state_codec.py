@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .errors import TrainingStateError
+from ..errors import TrainingStateError
 
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 SCALARS = (type(None), bool, int, str)

@@ -15,9 +15,9 @@ import comfy.sample
 import comfy.sd
 import torch
 
-from .errors import SettingsError
-from .families import detect_family
-from .sweep import SweepPlan
+from ..errors import SettingsError
+from ..models.families import detect_family
+from .plan import SweepPlan
 
 SAME_ARCHITECTURE = {"sd2_v": "sd2"}  # v-prediction changes the objective, not the layers
 # Limits of what one image may ask for: Strength Sweep's widgets and sample prompts' --w --h --s --l --d share them.

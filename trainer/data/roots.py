@@ -16,8 +16,8 @@ import os
 import pathlib
 from dataclasses import dataclass
 
-from .errors import DatasetError
-from .path_limits import check_length
+from ..errors import DatasetError
+from ..files.path_limits import check_length
 
 ENVIRONMENT_VARIABLE = "LORALAB_DATASET_ROOTS"
 FOLDER_KEY = "loralab_datasets"

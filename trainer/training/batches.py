@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .buckets import make_buckets, nearest_bucket
-from .dataset import DatasetImage
-from .images import open_training_image
+from ..data.buckets import make_buckets, nearest_bucket
+from ..data.dataset import DatasetImage
+from ..data.images import open_training_image
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageFile
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 logger = logging.getLogger(__name__)
 

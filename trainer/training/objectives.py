@@ -14,7 +14,7 @@ import logging
 import comfy.model_sampling
 import torch
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 log = logging.getLogger(__name__)
 VALIDATION_TIMESTEPS = (200, 400, 600, 800)  # kohya's fixed validation timesteps (of 1000)

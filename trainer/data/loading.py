@@ -15,10 +15,10 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from ..errors import DatasetError
 from .dataset import DatasetImage, LoraDataset
-from .dataset_roots import DatasetRoots
-from .errors import DatasetError
 from .images import IMAGE_EXTENSIONS, ImageFacts, UnreadableImage, inspect_image, is_image_file, strict_decoding
+from .roots import DatasetRoots
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import comfy.utils
 
-from .families import Family
-from .targets import TEXT_ENCODER_LAYER
+from ..models.families import Family
+from ..models.targets import TEXT_ENCODER_LAYER
 
 
 def unet_names(unet_config: dict, family: Family, paths: list[str]) -> dict[str, str]:

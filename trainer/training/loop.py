@@ -15,20 +15,20 @@ from typing import Callable
 import comfy.model_management as mm
 import torch
 
-from . import data, memory, objectives, run_folders, session
+from ..data.caption_augmentation import process_caption
+from ..data.dataset import LoraDataset
+from ..data.report import kohya_dataset_summary
+from ..errors import DatasetError, DiskFull, OutOfMemory, SettingsError, TrainingDiverged
+from ..files.kohya_names import text_encoder_name, unet_names
+from ..models.families import Family, detect_family
+from ..models.targets import text_encoder_targets, unet_targets
+from . import batches, memory, objectives, run_folders, session
 from .adapters import AdapterSet, create_adapters
-from .captions import process_caption
-from .dataset import LoraDataset
-from .dataset_report import kohya_dataset_summary
-from .errors import DatasetError, DiskFull, OutOfMemory, SettingsError, TrainingDiverged
-from .families import Family, detect_family
-from .kohya_names import text_encoder_name, unet_names
 from .optim import build_optimizer, build_scheduler
 from .precision import choose_precision
 from .progress import EpochReport, StepReport, TrainingObserver
 from .run_state import ADAPTERS_FILE, EPOCHS_FILE, OPTIMIZER_FILE, RunPosition, RunState, load_run_state, save_run_state
 from .settings import TrainingSettings
-from .targets import text_encoder_targets, unet_targets
 from .trained_lora import EpochWeights, TrainedLora
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class Trainer:
     def _train(self) -> TrainingOutcome:
         s = self.settings
         self.observer.on_stage(self.precision.reason)
-        training_images, validation_images = data.split_validation(list(self.dataset.images), s.validation_split, s.seed)
+        training_images, validation_images = batches.split_validation(list(self.dataset.images), s.validation_split, s.seed)
         if not training_images:
             raise DatasetError(f"The dataset at {self.dataset.shown_root or self.dataset.root} has no training images "
                                "left after the validation split; lower validation_split or add images.")
@@ -203,9 +203,9 @@ class Trainer:
         # Encode every image once with the VAE, at its aspect bucket; the VAE is not needed again.
         self.observer.on_stage("Encoding images with the VAE")
         with torch.no_grad():
-            self.samples = data.encode_samples(training_images, self.vae, self.model, self.resolution,
+            self.samples = batches.encode_samples(training_images, self.vae, self.model, self.resolution,
                                                self.family.bucket_step, s.flip_augment, self.device, lambda n: None)
-            self.validation_samples = data.encode_samples(validation_images, self.vae, self.model, self.resolution,
+            self.validation_samples = batches.encode_samples(validation_images, self.vae, self.model, self.resolution,
                                                           self.family.bucket_step, False, self.device, lambda n: None)
             # Frozen text encoder and fixed captions: encode each caption once and keep the model conditioning.
             cached = self.samples + self.validation_samples if not s.trains_text_encoder and s.static_captions else self.validation_samples
@@ -219,7 +219,7 @@ class Trainer:
         self.sigma_table = self.model_sampling.sigmas.to(self.device, torch.float32)
         self.prediction = objectives.prediction_type(self.model_sampling)
 
-        batches_per_epoch = len(data.epoch_batches(self.samples, s.batch_size, s.seed, 1))
+        batches_per_epoch = len(batches.epoch_batches(self.samples, s.batch_size, s.seed, 1))
         self.steps_per_epoch = math.ceil(batches_per_epoch / s.gradient_accumulation)
         total_steps = self.steps_per_epoch * s.epochs
         groups = []
@@ -237,13 +237,13 @@ class Trainer:
         started = time.monotonic()
         steps_this_session = 0
         for epoch in range(state.position.epoch, s.epochs + 1):
-            batches = data.epoch_batches(self.samples, s.batch_size, s.seed, epoch)
+            order = batches.epoch_batches(self.samples, s.batch_size, s.seed, epoch)
             epoch_losses: list[float] = []
             accumulated: list[float] = []
             start_batch = state.position.batch_index if epoch == state.position.epoch else 0
-            for batch_index in range(start_batch, len(batches)):
+            for batch_index in range(start_batch, len(order)):
                 try:
-                    loss = self._micro_step(batches[batch_index], step_seed(s.seed, epoch, batch_index))
+                    loss = self._micro_step(order[batch_index], step_seed(s.seed, epoch, batch_index))
                 except mm.InterruptProcessingException as interrupt:
                     # ComfyUI's layers raise on cancel mid-forward: keep the last completed optimizer step.
                     raise self._cancelled(state) from interrupt
@@ -253,7 +253,7 @@ class Trainer:
                         raise TrainingDiverged(warning)
                     return self._finished(state, warning)
                 accumulated.append(loss)
-                is_last = batch_index == len(batches) - 1
+                is_last = batch_index == len(order) - 1
                 if len(accumulated) < s.gradient_accumulation and not is_last:
                     continue
                 # Enough micro-batches accumulated: one optimizer step.
@@ -321,7 +321,7 @@ class Trainer:
             raise SettingsError(f"resume_from: the optimizer state in {self.resume_from} ({OPTIMIZER_FILE}) does not fit "
                                 f"this run ({error}); the state is damaged. Start the run again.") from error
         self._check_optimizer_shapes()
-        if state.position.batch_index >= len(data.epoch_batches(self.samples, self.settings.batch_size, self.settings.seed, state.position.epoch)):
+        if state.position.batch_index >= len(batches.epoch_batches(self.samples, self.settings.batch_size, self.settings.seed, state.position.epoch)):
             state.position = RunPosition(state.position.epoch + 1, 0, state.position.optimizer_step)
         return state
 
@@ -338,7 +338,7 @@ class Trainer:
         latents = torch.stack([
             sample.flipped_latents if sample.flipped_latents is not None and chooser.random() < 0.5 else sample.latents
             for sample in samples])
-        conds = data.batch_conds([sample.conds or self._conds_for(sample, self._caption_for(sample, chooser)) for sample in samples])
+        conds = batches.batch_conds([sample.conds or self._conds_for(sample, self._caption_for(sample, chooser)) for sample in samples])
 
         # Forward diffusion: noise (with optional offset) at a uniformly drawn training timestep per sample.
         noise = torch.randn(latents.shape, generator=generator, device=self.device)
@@ -379,15 +379,15 @@ class Trainer:
         dtype = AUTOCAST.get(self.settings.mixed_precision)
         return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
-    def _caption_for(self, sample: data.Sample, chooser: random.Random) -> str:
+    def _caption_for(self, sample: batches.Sample, chooser: random.Random) -> str:
         s = self.settings
         return process_caption(sample.image.caption, chooser, s.caption_shuffle, s.keep_tokens, s.caption_dropout)
 
-    def _conds_for(self, sample: data.Sample, caption: str) -> dict:
+    def _conds_for(self, sample: batches.Sample, caption: str) -> dict:
         """Text conditioning for one sample; carries gradients when the text encoder trains."""
         with contextlib.nullcontext() if self.settings.trains_text_encoder else torch.no_grad():
-            cond, pooled = data.encode_text(self.clip_for_training, caption)
-        return data.model_conds(self.model, sample, cond.to(self.device), None if pooled is None else pooled.to(self.device), self.device)
+            cond, pooled = batches.encode_text(self.clip_for_training, caption)
+        return batches.model_conds(self.model, sample, cond.to(self.device), None if pooled is None else pooled.to(self.device), self.device)
 
     # ------------------------------------------------------------------ epochs, validation, results
 
@@ -404,7 +404,7 @@ class Trainer:
                     noise = torch.randn((1, *sample.latents.shape), generator=generator).to(self.device)
                     sigma_batch = sigma.view(1).to(self.device)
                     noisy = objectives.noisy_latents(self.model_sampling, sigma_batch, noise, sample.latents[None])
-                    denoised = self._apply_model(noisy, sigma_batch, data.batch_conds([sample.conds]))
+                    denoised = self._apply_model(noisy, sigma_batch, batches.batch_conds([sample.conds]))
                     total.append(objectives.per_sample_loss(denoised, sample.latents[None], sigma_batch, self.model_sampling).item())
         return sum(total) / len(total)
 
