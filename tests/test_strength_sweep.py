@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from harness import models, runtime, training_data
+from harness.observers import SilentObserver
 
 TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
 loop = runtime.pack("trainer.training.loop")
-SilentObserver = runtime.pack("trainer.training.progress").SilentObserver
 errors = runtime.pack("trainer.errors")
 image_files = runtime.pack("trainer.files.image_files")
 

@@ -33,7 +33,7 @@ def in_process_adapters(bundle: Any, lora: Any) -> tuple[Any, Any | None]:
     family = families.BY_NAME[lora.family]
 
     def build(part_targets: list, names: dict[str, str], root: torch.nn.Module) -> Any:
-        return adapters_module.create_adapters(part_targets, names, root, settings.network, settings.rank,
+        return adapters_module.create_adapters(part_targets, names, root, settings.network_type, settings.rank,
                                                settings.network_alpha, settings.conv_rank, settings.network_conv_alpha)
 
     diffusion_model = bundle.model.model.diffusion_model

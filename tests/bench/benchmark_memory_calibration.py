@@ -63,7 +63,7 @@ def measure(point: Point) -> dict[str, Any]:
     session = runtime.pack("trainer.training.session")
     loop = runtime.pack("trainer.training.loop")
     TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
-    SilentObserver = runtime.pack("trainer.training.progress").SilentObserver
+    from harness.observers import SilentObserver
 
     bundle = benchmark_models.build(point.model)
     diffusion_model = bundle.model.model.diffusion_model

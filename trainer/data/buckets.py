@@ -8,6 +8,7 @@ Same numbers as kohya's `make_bucket_resolutions` and `BucketManager.select_buck
 from __future__ import annotations
 
 import math
+from typing import Iterable
 
 Bucket = tuple[int, int]  # (width, height)
 
@@ -54,3 +55,18 @@ def nearest_bucket(width: int, height: int, buckets: list[Bucket]) -> Bucket:
 def upscale_factor(width: int, height: int, bucket: Bucket) -> float:
     """How much an image is enlarged to cover its bucket (<= 1.0 means it is only shrunk)."""
     return max(bucket[0] / width, bucket[1] / height)
+
+
+def samples_per_bucket(placed: Iterable[tuple[Bucket, int]]) -> dict[Bucket, int]:
+    """Samples each bucket holds in one epoch, from (bucket, repeats) per image: every image `repeats` times."""
+    counts: dict[Bucket, int] = {}
+    for bucket, repeats in placed:
+        counts[bucket] = counts.get(bucket, 0) + repeats
+    return counts
+
+
+def steps_per_epoch(per_bucket: dict[Bucket, int], batch_size: int, gradient_accumulation: int = 1) -> int:
+    """Optimizer steps in one epoch as the trainer forms them: batches never mix buckets, so a part-filled batch
+    per bucket counts, and the epoch's last accumulation may be short."""
+    batches = sum(math.ceil(count / batch_size) for count in per_bucket.values())
+    return math.ceil(batches / gradient_accumulation)

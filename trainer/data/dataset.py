@@ -1,7 +1,6 @@
 """The dataset value that travels between nodes (LORALAB_DATASET): images, captions and where they came from."""
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ class DatasetImage:
 
 @dataclass(frozen=True)
 class LoraDataset:
-    """An immutable set of images; nodes derive new datasets with `with_captions` instead of mutating."""
+    """An immutable set of images; nodes derive new datasets (dataclasses.replace) instead of mutating."""
 
     root: pathlib.Path
     images: tuple[DatasetImage, ...]
@@ -46,11 +45,3 @@ class LoraDataset:
     @property
     def regularization_images(self) -> tuple[DatasetImage, ...]:
         return tuple(image for image in self.images if image.is_regularization)
-
-    def with_captions(self, captions: dict[pathlib.Path, str]) -> "LoraDataset":
-        """A copy whose images at the given paths carry new captions (the rest unchanged)."""
-        images = tuple(
-            dataclasses.replace(image, caption=captions[image.path]) if image.path in captions else image
-            for image in self.images
-        )
-        return dataclasses.replace(self, images=images)

@@ -108,22 +108,6 @@ def open_training_image(path: pathlib.Path | str, draft_size: tuple[int, int] | 
         return image.copy() if upright is image else upright
 
 
-def open_alpha_mask(path: pathlib.Path | str) -> Image.Image | None:
-    """The transparency of an image as an upright "L" mask (255 = opaque), or None when it has none.
-
-    For masked-loss training, where transparent areas are ignored rather than painted white.
-    """
-    path = pathlib.Path(path)
-    with strict_decoding(), _open_checked(path) as image:
-        orientation = read_orientation(image, path)
-        try:
-            image.load()
-            alpha = _alpha_channel(image)
-        except DECODE_ERRORS as error:
-            raise _unreadable(path, error) from error
-    return None if alpha is None else apply_orientation(alpha, orientation)
-
-
 def inspect_image(path: pathlib.Path) -> ImageFacts:
     """Decode the whole file once (so truncation shows) and measure what the report needs.
 

@@ -18,17 +18,14 @@ import torch
 
 from ..errors import LoraFileError
 from ..models.families import Family, detect_family
+from ..training.networks import layouts, network_for_file
 from ..training.trained_lora import EpochWeights, TrainedLora
 from .kohya_names import unet_names
 from .metadata import dataset_summary_from_metadata, family_from_metadata, settings_from_metadata
+from .network_layouts import FileLayout, check_fits
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_PARTS = {
-    "LoRA": ("lora_down.weight", "lora_up.weight"),
-    "LoHa": ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),
-    "LoKr": ("lokr_w1", "lokr_w2", "lokr_w2_a", "lokr_w2_b"),
-}
 UNSUPPORTED_PARTS = {
     "lora_mid.weight": "LoCon with Tucker decomposition (lora_mid)",
     "hada_t1": "LoHa with Tucker decomposition", "hada_t2": "LoHa with Tucker decomposition",
@@ -38,7 +35,6 @@ UNSUPPORTED_PARTS = {
 }
 # ComfyUI's trainer also trains full deltas of biases and norm weights; no kohya/LyCORIS network holds them.
 FULL_DELTA_PARTS = ("diff", "diff_b")
-KNOWN_PARTS = sorted({*sum(ADAPTER_PARTS.values(), ()), *UNSUPPORTED_PARTS, *FULL_DELTA_PARTS, "alpha"}, key=len, reverse=True)
 KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 TEXT_ENCODER_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_")
 COMFY_PREFIX = "diffusion_model."
@@ -60,18 +56,17 @@ def import_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str], file
         raise LoraFileError(f"{file_name} is a ComfyUI-trainer LoRA (keys 'diffusion_model.…'); connect the MODEL it "
                             "was trained on to Load LoRA so its layers can be named.")
     _check_text_encoder_names(modules, family, file_name)
-    network = _adapter_type(modules, file_name)
+    layout = _file_layout(modules, file_name)
     shapes = _weight_shapes(model) if model is not None else {}
     weights: dict[str, torch.Tensor] = {}
     ranks, conv_ranks = Counter(), Counter()
     for name, parts in sorted(modules.items()):
-        module_weights, rank, alpha = _normalise(name, network, parts, shapes.get(name), file_name)
+        module_weights, rank, alpha = _normalise(name, layout, parts, shapes.get(name), file_name)
         weights.update(module_weights)
         is_conv = _is_conv3x3(name, module_weights, shapes.get(name))
         if rank is not None:
             (conv_ranks if is_conv else ranks)[(rank, alpha)] += 1
-    if network == "LoRA" and conv_ranks:
-        network = "LoCon"  # 3x3 convs are what kohya's conv_dim and LyCORIS' LoCon add
+    network = network_for_file(layout, has_convs=bool(conv_ranks)).name
     rank, alpha = _most_common(ranks or conv_ranks, metadata, tensors)
     conv_rank, conv_alpha = _most_common(conv_ranks, metadata, tensors) if conv_ranks else (None, None)
     epoch = _int_metadata(metadata, "ss_epoch")
@@ -103,7 +98,8 @@ def _resolve_family(metadata: dict[str, str], model: Any, file_name: str) -> Fam
 
 
 def _split_key(key: str) -> tuple[str, str] | None:
-    for part in KNOWN_PARTS:
+    known = {*(part for layout in layouts() for part in layout.parts), *UNSUPPORTED_PARTS, *FULL_DELTA_PARTS, "alpha"}
+    for part in sorted(known, key=len, reverse=True):
         if key.endswith("." + part):
             return key[: -len(part) - 1], part
     return None
@@ -170,18 +166,20 @@ def _check_text_encoder_names(modules: dict[str, Any], family: Family, file_name
                             f"not have (expected {' or '.join(prefixes)}…); it was made for another model family.")
 
 
-def _adapter_type(modules: dict[str, dict[str, torch.Tensor]], file_name: str) -> str:
-    types = set()
+def _file_layout(modules: dict[str, dict[str, torch.Tensor]], file_name: str) -> FileLayout:
+    """The one layout (LoRA, LoHa, LoKr...) every layer of the file is stored in."""
+    found: dict[int, FileLayout] = {}
     for name, parts in modules.items():
-        kinds = [kind for kind, names in ADAPTER_PARTS.items() if any(part in parts for part in names)]
+        kinds = [layout for layout in layouts() if any(part in parts for part in layout.parts)]
         if len(kinds) != 1:
             raise LoraFileError(f"{file_name}: layer {name} has {'no' if not kinds else 'mixed'} adapter weights "
                                 f"({', '.join(sorted(parts))}); the file is damaged or not a LoRA.")
-        types.add(kinds[0])
-    if len(types) > 1:
-        raise LoraFileError(f"{file_name} mixes {' and '.join(sorted(types))} layers; LoRA Lab continues one network "
+        found[id(kinds[0])] = kinds[0]
+    if len(found) > 1:
+        names = sorted(network_for_file(layout, has_convs=False).name for layout in found.values())
+        raise LoraFileError(f"{file_name} mixes {' and '.join(names)} layers; LoRA Lab continues one network "
                             "type at a time.")
-    return types.pop()
+    return found.popitem()[1]
 
 
 def _weight_shapes(model: Any) -> dict[str, torch.Size]:
@@ -191,67 +189,15 @@ def _weight_shapes(model: Any) -> dict[str, torch.Size]:
             if name.startswith("lora_unet_") and isinstance(target, str) and target in state}
 
 
-def _require(name: str, parts: dict[str, torch.Tensor], required: tuple[str, ...], file_name: str) -> list[torch.Tensor]:
-    missing = [part for part in required if part not in parts]
-    if missing:
-        raise LoraFileError(f"{file_name}: layer {name} lacks {', '.join(missing)}; the file is incomplete.")
-    return [parts[part].detach().to("cpu", torch.float32).contiguous() for part in required]
-
-
-def _normalise(name: str, network: str, parts: dict[str, torch.Tensor], weight_shape: torch.Size | None,
+def _normalise(name: str, layout: FileLayout, parts: dict[str, torch.Tensor], weight_shape: torch.Size | None,
                file_name: str) -> tuple[dict[str, torch.Tensor], int | None, float]:
     """One module in the trainer's layout, with its rank (None for an undecomposed LoKr) and alpha."""
-    if network == "LoRA":
-        down, up = _require(name, parts, ("lora_down.weight", "lora_up.weight"), file_name)
-        rank = down.shape[0]
-        if up.ndim < 2 or up.shape[1] != rank:
-            raise LoraFileError(f"{file_name}: layer {name} has lora_up {list(up.shape)} for lora_down "
-                                f"{list(down.shape)}; the file is damaged.")
-        delta_shape = (up.shape[0], down.numel() // rank)
-        if weight_shape is not None:
-            _check_fits(name, delta_shape, weight_shape, file_name)
-            down, up = _lora_layout(down, up, weight_shape)
-        tensors = {f"{name}.lora_down.weight": down, f"{name}.lora_up.weight": up}
-    elif network == "LoHa":
-        w1a, w1b, w2a, w2b = _require(name, parts, ADAPTER_PARTS["LoHa"], file_name)
-        rank = w1b.shape[0]
-        delta_shape = (w1a.shape[0], w1b.shape[1])
-        tensors = {f"{name}.hada_w1_a": w1a, f"{name}.hada_w1_b": w1b, f"{name}.hada_w2_a": w2a, f"{name}.hada_w2_b": w2b}
-    else:
-        (w1,) = _require(name, parts, ("lokr_w1",), file_name)
-        tensors = {f"{name}.lokr_w1": w1}
-        if "lokr_w2" in parts:
-            (w2,) = _require(name, parts, ("lokr_w2",), file_name)
-            tensors[f"{name}.lokr_w2"] = w2
-            rank, rows, columns = None, w2.shape[0], w2[0].numel()
-        else:
-            w2a, w2b = _require(name, parts, ("lokr_w2_a", "lokr_w2_b"), file_name)
-            tensors.update({f"{name}.lokr_w2_a": w2a, f"{name}.lokr_w2_b": w2b})
-            rank, rows, columns = w2b.shape[0], w2a.shape[0], w2b[0].numel()
-        delta_shape = (w1.shape[0] * rows, w1.shape[1] * columns)
+    tensors, rank, delta_shape = layout.normalise(name, parts, weight_shape, file_name)
     if weight_shape is not None:
-        _check_fits(name, delta_shape, weight_shape, file_name)
+        check_fits(name, delta_shape, weight_shape, file_name)
     alpha = float(parts["alpha"].item()) if "alpha" in parts else float(rank or 1)
     tensors[f"{name}.alpha"] = torch.tensor(alpha, dtype=torch.float32)
     return tensors, rank, alpha
-
-
-def _check_fits(name: str, delta_shape: tuple[int, int], weight_shape: torch.Size, file_name: str) -> None:
-    """The adapter's delta, as [out, in*k*k], must have the shape of the layer's weight."""
-    if delta_shape != (weight_shape[0], math.prod(weight_shape[1:])):
-        raise LoraFileError(f"{file_name}: layer {name} makes a {delta_shape[0]}x{delta_shape[1]} change but the "
-                            f"connected model's weight is {list(weight_shape)}; connect the model the LoRA was made for.")
-
-
-def _lora_layout(down: torch.Tensor, up: torch.Tensor, weight_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-    """kohya's layout: Linear [r, in] / [out, r]; conv down [r, in, k, k] and up [out, r, 1, 1].
-
-    ComfyUI's trainer stores conv adapters flattened to 2-D, so they are reshaped from the layer's shape.
-    """
-    rank = down.shape[0]
-    if len(weight_shape) == 4:
-        return down.reshape(rank, *weight_shape[1:]), up.reshape(weight_shape[0], rank, 1, 1)
-    return down.reshape(rank, *weight_shape[1:]), up.reshape(weight_shape[0], rank)
 
 
 def _is_conv3x3(name: str, module_weights: dict[str, torch.Tensor], weight_shape: torch.Size | None) -> bool:

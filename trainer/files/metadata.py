@@ -12,12 +12,10 @@ import json
 import time
 from typing import Any
 
-from ..models.families import BY_NAME, SDXL, Family
-from ..training.trained_lora import LYCORIS_ALGOS, TrainedLora
+from ..models.families import BY_NAME, Family
+from ..training.trained_lora import TrainedLora
 
 MODELSPEC_VERSION = "1.0.1"
-IMPLEMENTATION_DIFFUSERS = "diffusers"
-IMPLEMENTATION_SGM = "https://github.com/Stability-AI/generative-models"
 PREDICTION_TYPES = {"eps": "epsilon", "v": "v"}  # modelspec has no value for flow matching
 
 # TrainedLora.settings key (the Train LoRA input names) -> kohya metadata key.
@@ -66,9 +64,7 @@ DATASET_KEYS = {
 
 def network_args(lora: TrainedLora) -> dict[str, str]:
     """`ss_network_args` as kohya records `--network_args` for LyCORIS (`algo=locon conv_dim=8 ...`)."""
-    args: dict[str, str] = {}
-    if lora.network in LYCORIS_ALGOS:
-        args["algo"] = LYCORIS_ALGOS[lora.network]
+    args = lora.network_type.network_args()
     if lora.conv_rank is not None:
         args["conv_dim"] = str(lora.conv_rank)
         args["conv_alpha"] = str(lora.conv_alpha if lora.conv_alpha is not None else lora.conv_rank)
@@ -90,7 +86,7 @@ def build_metadata(lora: TrainedLora, epoch: int, output_name: str, saved_at: fl
         "ss_output_name": output_name,
         "ss_v2": family.is_v2,
         "ss_base_model_version": family.base_model_version,
-        "ss_network_module": lora.network_module,
+        "ss_network_module": lora.network_type.network_module,
         "ss_network_dim": lora.rank,
         "ss_network_alpha": float(lora.alpha),
         "ss_network_args": json.dumps(network_args(lora)),
@@ -126,7 +122,7 @@ def modelspec(family: Family, title: str, resolution: tuple[int, int], created_a
     spec = {
         "modelspec.sai_model_spec": MODELSPEC_VERSION,
         "modelspec.architecture": family.architecture,
-        "modelspec.implementation": IMPLEMENTATION_SGM if family is SDXL else IMPLEMENTATION_DIFFUSERS,
+        "modelspec.implementation": family.implementation,
         "modelspec.title": title,
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
         "modelspec.date": datetime.datetime.fromtimestamp(int(created_at)).isoformat(),

@@ -29,11 +29,6 @@ class SamplePrompt:
     settings: SamplingSettings
 
 
-def default_cfg(prediction_type: str) -> float:
-    """Flow-matching models (SD3) want a lower CFG than eps/v models."""
-    return 5.0 if prediction_type == "flow" else 7.0
-
-
 def parse_sample_prompts(text: str, defaults: SamplePrompt) -> list[SamplePrompt]:
     """One prompt per non-empty line; kohya's `--n --w --h --d --l --s` options override `defaults` per line."""
     prompts = []
@@ -144,8 +139,8 @@ def _preserved_rng() -> Iterator[None]:
         yield
 
 
-def sample_defaults(resolution: int, seed: int, prediction_type: str) -> SamplePrompt:
-    """What a sample line without options renders: the training resolution and seed, 20 euler steps."""
-    settings = SamplingSettings(resolution, resolution, DEFAULT_STEPS, default_cfg(prediction_type), DEFAULT_SAMPLER,
+def sample_defaults(resolution: int, seed: int, cfg: float) -> SamplePrompt:
+    """What a sample line without options renders: the training resolution and seed, the family's CFG, 20 euler steps."""
+    settings = SamplingSettings(resolution, resolution, DEFAULT_STEPS, cfg, DEFAULT_SAMPLER,
                                 DEFAULT_SCHEDULER)
     return SamplePrompt("", "", seed, settings)

@@ -16,10 +16,9 @@ import comfy.sd
 import torch
 
 from ..errors import SettingsError
-from ..models.families import detect_family
+from ..models.families import detect_family, layers_family
 from .plan import SweepPlan
 
-SAME_ARCHITECTURE = {"sd2_v": "sd2"}  # v-prediction changes the objective, not the layers
 # Limits of what one image may ask for: Strength Sweep's widgets and sample prompts' --w --h --s --l --d share them.
 MIN_SIZE, MAX_SIZE, SIZE_STEP = 16, 4096, 8  # pixels; every supported VAE divides multiples of 8
 MAX_STEPS = 200
@@ -92,7 +91,7 @@ def check_lora_fits(model, lora) -> None:
         family = detect_family(model).name
     except SettingsError:
         family = type(model.model.model_config).__name__
-    if SAME_ARCHITECTURE.get(family, family) != SAME_ARCHITECTURE.get(lora.family, lora.family):
+    if layers_family(family) != layers_family(lora.family):
         raise SettingsError(f"The LoRA was trained on a {lora.family} model but the connected MODEL is {family}: "
                             "connect the model it was trained on (or a fine-tune of it).")
 

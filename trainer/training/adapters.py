@@ -12,20 +12,10 @@ import peft
 import torch
 
 from ..models.targets import Target
+from .networks import Network
 
 ADAPTER = "default"
-LORA_KEYS = {"lora_A": "lora_down.weight", "lora_B": "lora_up.weight"}
 FP8_STORAGE = (torch.float8_e4m3fn, torch.float8_e5m2)  # storage-only dtypes: never computed in
-
-
-def _peft_config(network: str, rank: int, alpha: float, names: list[str]) -> peft.PeftConfig:
-    if network in ("LoRA", "LoCon"):
-        return peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=names, lora_dropout=0.0)
-    if network == "LoHa":
-        return peft.LoHaConfig(r=rank, alpha=alpha, target_modules=names, use_effective_conv2d=False)
-    if network == "LoKr":
-        return peft.LoKrConfig(r=rank, alpha=alpha, target_modules=names, use_effective_conv2d=False)
-    raise ValueError(f"unknown network {network}")
 
 
 @dataclass
@@ -56,7 +46,7 @@ class AdapterSlot:
 class AdapterSet:
     """The adapters of one model part (the UNet, or the text encoders)."""
 
-    def __init__(self, network: str, slots: list[AdapterSlot], ranks: dict[str, int], alphas: dict[str, float]) -> None:
+    def __init__(self, network: Network, slots: list[AdapterSlot], ranks: dict[str, int], alphas: dict[str, float]) -> None:
         self.network = network
         self.slots = slots
         self.ranks = ranks
@@ -92,33 +82,31 @@ class AdapterSet:
 
     def kohya_state_dict(self) -> dict[str, torch.Tensor]:
         """kohya (LoRA/LoCon) or LyCORIS (LoHa/LoKr) keys, fp32 on CPU, as ComfyUI and A1111 load them."""
+        layout = self.network.layout
         state: dict[str, torch.Tensor] = {}
         for slot in self.slots:
             tensors = {name: tensor.detach().float().cpu().clone() for name, tensor in slot.adapter_tensors().items()}
-            alpha = self.alphas[slot.kohya_name]
-            if self.network in ("LoRA", "LoCon"):
-                tensors = {LORA_KEYS[name]: tensor for name, tensor in tensors.items()}
-            elif self.network == "LoKr" and "lokr_w1_a" not in tensors and "lokr_w2_a" not in tensors:
-                # With no decomposed factor ComfyUI and LyCORIS apply scale 1, so bake alpha/r into w1.
-                tensors["lokr_w1"] = tensors["lokr_w1"] * slot.scaling
+            baked = layout.baked_scale(tensors)
             for name, tensor in tensors.items():
-                state[f"{slot.kohya_name}.{name}"] = tensor
-            state[f"{slot.kohya_name}.alpha"] = torch.tensor(float(alpha))
+                state[f"{slot.kohya_name}.{layout.file_name(name)}"] = tensor * slot.scaling if name == baked else tensor
+            state[f"{slot.kohya_name}.alpha"] = torch.tensor(float(self.alphas[slot.kohya_name]))
         return state
 
     def load_kohya_state_dict(self, state: dict[str, torch.Tensor]) -> list[str]:
         """Start from an existing LoRA's weights; returns the module names the file lacked."""
+        layout = self.network.layout
         missing = []
         with torch.no_grad():
             for slot in self.slots:
                 tensors = slot.adapter_tensors()
+                baked = layout.baked_scale(tensors)
                 for name, tensor in tensors.items():
-                    key = f"{slot.kohya_name}.{LORA_KEYS.get(name, name)}"
+                    key = f"{slot.kohya_name}.{layout.file_name(name)}"
                     if key not in state:
                         missing.append(slot.kohya_name)
                         break
                     value = state[key].to(tensor.dtype)
-                    if name == "lokr_w1" and "lokr_w1_a" not in tensors and "lokr_w2_a" not in tensors:
+                    if name == baked:
                         value = value / slot.scaling
                     tensor.copy_(value.reshape(tensor.shape))
         return missing
@@ -139,7 +127,7 @@ def _initialise_in_fp32(wrapper: torch.nn.Module) -> None:
         wrapper.reset_adapter_parameters(ADAPTER)
 
 
-def create_adapters(targets: list[Target], names: dict[str, str], root: torch.nn.Module, network: str,
+def create_adapters(targets: list[Target], names: dict[str, str], root: torch.nn.Module, network: Network,
                     rank: int, alpha: float, conv_rank: int, conv_alpha: float) -> AdapterSet:
     """peft adapters for `targets` (paths under `root`), 3x3 convs at conv_rank/conv_alpha."""
     slots: list[AdapterSlot] = []
@@ -153,7 +141,7 @@ def create_adapters(targets: list[Target], names: dict[str, str], root: torch.nn
         for index, target in enumerate(group):
             holder.add_module(f"m{index}", target.module)
         group_rank, group_alpha = (conv_rank, conv_alpha) if is_conv else (rank, alpha)
-        peft.inject_adapter_in_model(_peft_config(network, group_rank, group_alpha, [f"m{i}" for i in range(len(group))]), holder)
+        peft.inject_adapter_in_model(network.peft_config(group_rank, group_alpha, [f"m{i}" for i in range(len(group))]), holder)
         for index, target in enumerate(group):
             parent_path, _, attribute = target.path.rpartition(".")
             parent = root.get_submodule(parent_path) if parent_path else root

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ..data.buckets import make_buckets, nearest_bucket
+from ..data.buckets import make_buckets, nearest_bucket, samples_per_bucket
 from ..data.dataset import DatasetImage
 from ..errors import OutOfMemory
+from .precision import COMPUTE_DTYPES
 from .settings import TrainingSettings
 
 if TYPE_CHECKING:
@@ -48,7 +49,6 @@ OPTIMIZER_STATE_BYTES = {  # per fp32 adapter parameter
 # modulation and the context embedder. Counted per pixel they would dwarf the feature maps.
 PER_SAMPLE_LAYERS = ("time_embed", "label_emb", "emb_layers", "adaLN_modulation", "t_embedder", "y_embedder",
                      "context_embedder")
-COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # by mixed_precision
 MATERIALISED_ATTENTION = ("attention_basic", "attention_split", "attention_sub_quad")
 
 
@@ -250,10 +250,7 @@ def _block_output(block: torch.nn.Module, scales: dict[str, float], names: dict[
 def bucket_batches(images: list[DatasetImage], batch_size: int, resolution: int, bucket_step: int) -> tuple[tuple[int, int], ...]:
     """(samples, latent pixels) of the fullest batch of each aspect bucket, as the trainer will form them."""
     buckets = make_buckets(resolution, bucket_step)
-    counts: dict[tuple[int, int], int] = {}
-    for image in images:
-        bucket = nearest_bucket(image.width, image.height, buckets)
-        counts[bucket] = counts.get(bucket, 0) + image.repeats
+    counts = samples_per_bucket((nearest_bucket(image.width, image.height, buckets), image.repeats) for image in images)
     return tuple((min(batch_size, count), (width // LATENT_SCALE) * (height // LATENT_SCALE))
                  for (width, height), count in sorted(counts.items()))
 

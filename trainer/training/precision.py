@@ -8,17 +8,27 @@ Which GPUs compute what is ComfyUI's knowledge (`should_use_bf16`/`should_use_fp
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 
 AUTO = "auto"
+PRECISIONS = (AUTO, "bf16", "fp16", "fp32")  # the mixed_precision choices
+COMPUTE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # by resolved precision
 
 
 @dataclass(frozen=True)
 class PrecisionChoice:
     value: str  # "bf16", "fp16" or "fp32"
     reason: str  # said at the start of training
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context a resolved precision computes in (none for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=COMPUTE_DTYPES[precision])
 
 
 def choose_precision(requested: str, device: torch.device) -> PrecisionChoice:

@@ -36,19 +36,3 @@ class TrainingObserver(Protocol):
     def on_epoch(self, report: EpochReport) -> None: ...
 
     def interrupted(self) -> bool: ...
-
-
-class SilentObserver:
-    """For callers without a UI (tests, scripts)."""
-
-    def on_stage(self, text: str) -> None:
-        pass
-
-    def on_step(self, report: StepReport) -> None:
-        pass
-
-    def on_epoch(self, report: EpochReport) -> None:
-        pass
-
-    def interrupted(self) -> bool:
-        return False

@@ -7,52 +7,51 @@ from typing import Any
 
 from ..errors import SettingsError
 from ..finite import require_finite
-
-NETWORKS = ("LoRA", "LoCon", "LoHa", "LoKr")
-OPTIMIZERS = ("AdamW", "AdamW8bit", "Lion", "Prodigy", "Adafactor", "SGD")
-SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # auto: what the device computes natively (trainer.precision)
+from ..setting_fields import check_choices, setting
+from .networks import Network, network, network_names
+from .optim import OPTIMIZERS, SCHEDULERS
+from .precision import PRECISIONS
 
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Everything that decides what a run computes. Defaults follow kohya's sd-scripts where sensible."""
+    """Everything that decides what a run computes: each field is also Train LoRA's input of that name, in
+    this order (saved workflows depend on it). Defaults follow kohya's sd-scripts where sensible."""
 
-    network: str = "LoRA"
-    rank: int = 16
-    alpha: float = 0.0  # 0 = rank / 2
-    conv_rank: int = 8
-    conv_alpha: float = 0.0  # 0 = conv_rank / 2
-    epochs: int = 10
-    batch_size: int = 1
-    gradient_accumulation: int = 1
-    resolution: int = 0  # 0 = the model family's native resolution
-    unet_lr: float = 1e-4
-    text_encoder_lr: float = 0.0  # 0 = text encoder frozen
-    optimizer: str = "AdamW"
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    mixed_precision: str = "auto"
-    gradient_checkpointing: bool = True
-    seed: int = 42
-    noise_offset: float = 0.0
-    min_snr_gamma: float = 5.0  # 0 = off
-    caption_shuffle: bool = False
-    keep_tokens: int = 1
-    caption_dropout: float = 0.0
-    flip_augment: bool = False
-    save_every_n_epochs: int = 1  # 0 = keep the final epoch only
-    validation_split: float = 0.0
-    max_grad_norm: float = 1.0
+    network: str = setting("LoRA", choices=network_names)
+    rank: int = setting(16, min=1, max=256)
+    alpha: float = setting(0.0, "0 = rank / 2", min=0.0, max=256.0, step=0.5)
+    conv_rank: int = setting(8, "LoCon/LoHa/LoKr: rank of 3x3 convs", min=1, max=256)
+    conv_alpha: float = setting(0.0, "0 = conv_rank / 2", min=0.0, max=256.0, step=0.5)
+    epochs: int = setting(10, min=1, max=10000)
+    batch_size: int = setting(1, min=1, max=64)
+    gradient_accumulation: int = setting(1, min=1, max=256)
+    resolution: int = setting(0, "0 = the model family's native size (512 SD1.5, 768 SD2-v, 1024 SDXL, 32 toy world); "
+                                 "a multiple of 64 for SD models", min=0, max=4096, step=8)
+    unet_lr: float = setting(1e-4, min=0.0, max=10.0, step=1e-6, round=False)
+    text_encoder_lr: float = setting(0.0, "0 = text encoder frozen", min=0.0, max=10.0, step=1e-6, round=False)
+    optimizer: str = setting("AdamW", choices=OPTIMIZERS)
+    lr_scheduler: str = setting("constant", choices=SCHEDULERS)
+    warmup_steps: int = setting(0, min=0, max=100000)
+    mixed_precision: str = setting("auto", "auto: bf16 where the device computes it natively, fp16 with loss scaling "
+                                           "on older NVIDIA GPUs, fp32 on CPU", choices=PRECISIONS)
+    gradient_checkpointing: bool = setting(True)
+    seed: int = setting(42, min=0, max=0xFFFFFFFF, widget={"control_after_generate": False})
+    noise_offset: float = setting(0.0, min=0.0, max=1.0, step=0.01)
+    min_snr_gamma: float = setting(5.0, "0 = off", min=0.0, max=20.0, step=0.5)
+    caption_shuffle: bool = setting(False)
+    keep_tokens: int = setting(1, min=0, max=32)
+    caption_dropout: float = setting(0.0, min=0.0, max=1.0, step=0.01)
+    flip_augment: bool = setting(False)
+    save_every_n_epochs: int = setting(1, "Keep the adapter of every Nth epoch (0 = final only)", min=0, max=10000)
+    validation_split: float = setting(0.0, min=0.0, max=0.5, step=0.05)
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm (0 = off), as kohya's default", node_input=False)
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
             if item.type == "float":
                 require_finite(item.name, getattr(self, item.name))
-        self._check_choice("network", NETWORKS)
-        self._check_choice("optimizer", OPTIMIZERS)
-        self._check_choice("lr_scheduler", SCHEDULERS)
-        self._check_choice("mixed_precision", PRECISIONS)
+        check_choices(self)
         for name in ("rank", "conv_rank", "epochs", "batch_size", "gradient_accumulation"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1 (got {getattr(self, name)}).")
@@ -68,11 +67,6 @@ class TrainingSettings:
         if self.resolution < 0:
             raise SettingsError(f"resolution {self.resolution} is negative: use 0 for the model's native size.")
 
-    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
-        value = getattr(self, name)
-        if value not in choices:
-            raise SettingsError(f"{name} '{value}' is not one of {', '.join(choices)}.")
-
     @property
     def network_alpha(self) -> float:
         return self.alpha if self.alpha > 0 else self.rank / 2
@@ -86,9 +80,12 @@ class TrainingSettings:
         return self.text_encoder_lr > 0
 
     @property
+    def network_type(self) -> Network:
+        return network(self.network)
+
+    @property
     def trains_convs(self) -> bool:
-        """LoCon adds the 3x3 convs; LoHa and LoKr train them too, as LyCORIS does."""
-        return self.network != "LoRA"
+        return self.network_type.trains_convs
 
     @property
     def static_captions(self) -> bool:
@@ -97,9 +94,3 @@ class TrainingSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_inputs(cls, inputs: dict[str, Any]) -> "TrainingSettings":
-        """Settings from node inputs, ignoring inputs that are not settings (model, dataset...)."""
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{name: value for name, value in inputs.items() if name in names})

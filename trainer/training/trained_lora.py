@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-NETWORK_MODULES = {"LoRA": "networks.lora", "LoCon": "lycoris.kohya", "LoHa": "lycoris.kohya", "LoKr": "lycoris.kohya"}
-LYCORIS_ALGOS = {"LoCon": "locon", "LoHa": "loha", "LoKr": "lokr"}
+from .networks import Network, network
+
 
 
 @dataclass
@@ -59,5 +59,5 @@ class TrainedLora:
         return self.epochs[self.final_epoch if epoch is None else epoch].weights
 
     @property
-    def network_module(self) -> str:
-        return NETWORK_MODULES[self.network]
+    def network_type(self) -> Network:
+        return network(self.network)
