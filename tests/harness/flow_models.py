@@ -58,9 +58,8 @@ NEWER_TREE_DEFAULTS = {"txt_ids_dims": [], "vec_in_dim": None}
 RMS_NORM_WEIGHT = re.compile(r"(query_norm|key_norm|norms\.\d+)\.weight$")
 
 
-def diffusion_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
-    """Random weights named as Black Forest Labs' checkpoints name them (RMS norms as `.scale`), which every
-    ComfyUI reads, whatever its own parameter names (0.33 renames them `.weight` on load)."""
+def flux_module(config: dict[str, Any], device: Any = "cpu") -> torch.nn.Module:
+    """ComfyUI's Flux or Chroma diffusion model for constructor arguments, with what newer trees also require."""
     import comfy.ldm.chroma.model
     import comfy.ldm.flux.model
     import comfy.ops
@@ -71,8 +70,17 @@ def diffusion_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tens
         model_class, params_class = comfy.ldm.flux.model.Flux, comfy.ldm.flux.model.FluxParams
     fields = {field.name for field in dataclasses.fields(params_class)}
     newer = {name: value for name, value in NEWER_TREE_DEFAULTS.items() if name in fields and name not in config}
-    weights = initialise_(model_class(**config, **newer, operations=comfy.ops.disable_weight_init), seed).state_dict()
+    return model_class(**config, **newer, device=device, operations=comfy.ops.disable_weight_init)
+
+
+def bfl_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights named as Black Forest Labs' checkpoints name them (RMS norms as `.scale`), which every ComfyUI
+    reads, whatever its own parameter names (0.33 renames them `.weight` on load)."""
     return {RMS_NORM_WEIGHT.sub(r"\1.scale", key): value for key, value in weights.items()}
+
+
+def diffusion_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    return bfl_names(initialise_(flux_module(config), seed).state_dict())
 
 
 def detected_model_config(diffusion_sd: dict[str, torch.Tensor]) -> Any:
@@ -187,3 +195,22 @@ def tiny_sd35(variant: str, seed: int = 0) -> ModelBundle:
         clip=assemble_clip(clip_target, split(sd, "clip.")),
         vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=FLUX_LATENT_CHANNELS),
     )
+
+
+# ---------------------------------------------------------------- Flux at full width, shapes only
+
+def full_width_flux_on_meta(guidance_embed: bool = True, depth: int = 1, depth_single_blocks: int = 1) -> Any:
+    """A Flux.1 model at the real widths (3072 hidden, 24 heads, T5-XXL and CLIP-L inputs) with few blocks, built on
+    the meta device and detected by ComfyUI with no override: its layer names and shapes, without weights.
+
+    diffusers' kohya-Flux conversion hardcodes Flux's widths, so files checked against it need these shapes.
+    """
+    import comfy.model_detection
+
+    config = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096,
+              "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": depth,
+              "depth_single_blocks": depth_single_blocks, "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2,
+              "qkv_bias": True, "guidance_embed": guidance_embed}
+    weights = bfl_names(flux_module(config, device="meta").state_dict())
+    model_config = comfy.model_detection.model_config_from_unet(weights, "")
+    return model_config.get_model(weights, "", device="meta")
