@@ -20,6 +20,7 @@ TIMESTEP_SAMPLERS = ("uniform", "sigmoid", "shift", "flux_shift")
 LOSS_WEIGHTINGS = ("none", "logit_normal", "mode", "cosmap")
 FLUX_BASE_SHIFT, FLUX_MAX_SHIFT = 0.5, 1.15  # mu at 256 and at 4096 image tokens (Flux's schedule, ComfyUI's ModelSamplingFlux)
 FLUX_BASE_TOKENS, FLUX_MAX_TOKENS = 256, 4096
+FLUX_SHIFT = 3.1582  # kohya's discrete_flow_shift for Flux (docs/flux_train_network.md)
 SIGMA_EPSILON = 1e-5  # keeps sigma off 0 and 1, where the flow error (D - x0) / sigma and the densities blow up
 
 
@@ -50,7 +51,7 @@ def mode_sigma(u: torch.Tensor, mode_scale: float) -> torch.Tensor:
 
 
 def sample_sigmas(sampler: str, batch_size: int, generator: torch.Generator, *, sigmoid_scale: float = 1.0,
-                  shift: float = 3.1582, mu: float = 0.0) -> torch.Tensor:
+                  shift: float = FLUX_SHIFT, mu: float = 0.0) -> torch.Tensor:
     """Noise levels in (0, 1) for one batch, drawn on the generator's device.
 
     `sigmoid_scale` spreads the logit-normal samplers (larger is closer to uniform), `shift` is kohya's
