@@ -7,31 +7,10 @@ ComfyUI expects a few things before its modules import: its root on sys.path, `-
 from __future__ import annotations
 
 import asyncio
-import os
-import pathlib
 import sys
 from typing import Any
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-NODE_IDS = ("LoraLabLoadDataset", "LoraLabAutoCaption", "LoraLabTrainLoRA", "LoraLabSaveLoRA", "LoraLabStrengthSweep",
-            "LoraLabLoadLoRA", "LoraLabLoadDemoModel", "LoraLabEmptyLatent")
-
-
-def comfyui_path() -> pathlib.Path:
-    value = os.environ.get("COMFYUI_PATH")
-    if not value:
-        raise RuntimeError("COMFYUI_PATH is not set: run the tests through scripts/test.sh, which provisions ComfyUI.")
-    path = pathlib.Path(value).resolve()
-    if not (path / "comfyui_version.py").is_file():
-        raise RuntimeError(f"COMFYUI_PATH={path} is not a ComfyUI tree (no comfyui_version.py).")
-    return path
-
-
-def comfyui_version() -> tuple[int, ...]:
-    text = (comfyui_path() / "comfyui_version.py").read_text()
-    version = text.split('__version__ = "')[1].split('"')[0]
-    return tuple(int(part) for part in version.split("."))
-
+from comfy_server import NODE_IDS, REPO_ROOT, comfyui_path, comfyui_version  # noqa: F401  (tests use them from here)
 
 _booted: dict[str, Any] = {}
 dynamic_vram_failure: str | None = None  # why comfy-aimdo did not start, where main.py would have started it
@@ -122,7 +101,7 @@ def _enable_dynamic_vram_like_main(args: Any) -> None:
 
 
 def pack(submodule: str = "") -> Any:
-    """A module of this pack as ComfyUI imported it (e.g. `pack("trainer.families")`).
+    """A module of this pack as ComfyUI imported it (e.g. `pack("trainer.models.families")`).
 
     ComfyUI imports the pack under a name derived from its path; importing `trainer` directly would
     create second copies of our classes, and isinstance checks between the two would fail.
