@@ -25,9 +25,8 @@ FAMILY_NAMES = {"flux_dev": "flux_dev", "flux_schnell": "flux_schnell", "chroma"
 
 
 def flux_inputs(bundle, dataset, **overrides):
-    """Train LoRA's inputs for a flow model: min-SNR off (it does not apply), 64 px, fp32."""
-    return training_data.node_inputs(bundle, dataset, **{"min_snr_gamma": 0.0, "epochs": 1, "unet_lr": 1e-3,
-                                                         **overrides})
+    """Train LoRA's inputs for a flow model, min_snr_gamma left at its (eps/v) default as a user's graph has it."""
+    return training_data.node_inputs(bundle, dataset, **{"epochs": 1, "unet_lr": 1e-3, **overrides})
 
 
 @contextlib.contextmanager
@@ -149,7 +148,7 @@ def test_the_loss_is_the_flow_matching_loss_in_velocity_space(tmp_path):
 
 
 @pytest.mark.parametrize("family,overrides,message", [
-    ("flux_dev", {"min_snr_gamma": 5.0}, "min_snr_gamma 5.0 weights eps/v noise levels"),
+    ("flux_dev", {"min_snr_gamma": 7.0}, "min_snr_gamma 7.0 weights eps/v noise levels"),
     ("chroma", {"text_encoder_lr": 1e-4}, "text_encoder_lr trains CLIP text encoders"),
     ("flux_schnell", {"guidance_scale": 3.0}, "guidance_scale applies to guidance-distilled Flux dev only"),
     ("flux_dev", {"timestep_sampling": "sigmoid", "discrete_flow_shift": 2.0}, "discrete_flow_shift applies to the shift sampler"),

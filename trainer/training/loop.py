@@ -153,7 +153,8 @@ def _check_settings_apply(family: Family, settings: TrainingSettings) -> None:
     s, flow, sampler = settings, family.prediction_type == "flow", timestep_sampler(family, settings)
     changed = {item.name for item in dataclasses.fields(s) if getattr(s, item.name) != item.default}
     refusals = []
-    if flow and s.min_snr_gamma > 0:
+    # The default min_snr_gamma is for eps/v models, so a flow model leaves it out; only a value the user chose is refused.
+    if flow and "min_snr_gamma" in changed and s.min_snr_gamma > 0:
         refusals.append(f"min_snr_gamma {s.min_snr_gamma} weights eps/v noise levels by their SNR, which flow-matching "
                         "models do not have: set it to 0 (weighting_scheme weights a flow model's noise levels)")
     for name in ("timestep_sampling", "weighting_scheme"):
