@@ -7,10 +7,11 @@ import folder_paths
 
 from ..trainer.data.images import IMAGE_EXTENSIONS
 from ..trainer.data.loading import CAPTION_EXTENSIONS, folder_fingerprint, load_dataset
-from ..trainer.data.report import build_report, clip_token_counter
+from ..trainer.data.report import build_report
 from ..trainer.data.roots import comfy_dataset_roots, resolve_dataset_path, restrict_comfy_listing
+from ..trainer.data.tokens import caption_token_counter
 from ..trainer.errors import LoraLabError, SettingsError
-from ..trainer.models.families import detect_family
+from ..trainer.models.families import Family, detect_family
 from .types import CATEGORY, DATASET
 
 restrict_comfy_listing(set(IMAGE_EXTENSIONS) | set(CAPTION_EXTENSIONS))  # /models/loralab_datasets: images and captions only
@@ -67,7 +68,8 @@ class LoadDataset:
     def load(self, path, repeats, caption_extension, class_tokens, regularization_path="", base_resolution=0,
              model=None, batch_size=1, trigger_word="", epochs=10, clip=None):
         input_directory, roots = folder_paths.get_input_directory(), comfy_dataset_roots()
-        resolution, bucket_step, resolution_source = _base_resolution(base_resolution, model)
+        family, problem = _connected_family(model)
+        resolution, bucket_step, resolution_source = _base_resolution(base_resolution, family, problem)
         loaded = load_dataset(
             resolve_dataset_path(path, input_directory, roots),
             repeats=repeats,
@@ -80,20 +82,24 @@ class LoadDataset:
             roots=roots,
         )
         report = build_report(loaded, batch_size=batch_size, epochs=epochs, trigger_word=trigger_word,
-                              count_tokens=clip_token_counter(clip), resolution_source=resolution_source)
+                              count_tokens=caption_token_counter(clip, family), resolution_source=resolution_source)
         text = report.text()
         dataset = dataclasses.replace(loaded.dataset, report=text)
         return {"ui": {"text": [text]}, "result": (dataset, text)}
 
 
-def _base_resolution(requested: int, model) -> tuple[int, int, str]:
+def _connected_family(model) -> tuple[Family | None, str]:
+    """The connected model's family, or None and why not (for the report's resolution line)."""
+    if model is None:
+        return None, "; connect a MODEL or set base_resolution"
+    try:
+        return detect_family(model), ""
+    except SettingsError as error:
+        return None, f": {error}"
+
+
+def _base_resolution(requested: int, family: Family | None, problem: str) -> tuple[int, int, str]:
     """(resolution, bucket step, where the resolution came from): a connected model's family decides both."""
-    family, problem = None, "; connect a MODEL or set base_resolution"
-    if model is not None:
-        try:
-            family = detect_family(model)
-        except SettingsError as error:
-            problem = f": {error}"
     step = family.bucket_step if family else DEFAULT_BUCKET_STEP
     if requested:
         return requested, step, "set on the node"

@@ -9,7 +9,7 @@ from ..trainer.files.filename_prefix import prefix_parts
 from ..trainer.files.image_files import png_info, save_output_png, to_pil
 from ..trainer.sweep.grid import grid_metadata, render_grid
 from ..trainer.sweep.plan import plan_sweep
-from ..trainer.sweep.rendering import MAX_CFG, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, SamplingSettings, sweep_images
+from ..trainer.sweep.rendering import MAX_CFG, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, SamplingSettings, sweep_guidance, sweep_images
 from .comfy_progress import SweepProgress
 from .finite_inputs import refuse_non_finite_floats
 from .types import CATEGORY, LORA
@@ -60,6 +60,8 @@ class StrengthSweep:
                 "filename_prefix": ("STRING", {"default": FILENAME_PREFIX,
                                                "tooltip": "Where the grid PNG is saved, inside ComfyUI's output folder "
                                                           "(the workflow is embedded in it, as Save Image does)"}),
+                "guidance": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1,
+                                       "tooltip": "Flux dev: the FluxGuidance value (use cfg 1); other models ignore it"}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
@@ -68,10 +70,11 @@ class StrengthSweep:
     @fits_threads_to_load(mm.get_torch_device)
     def sweep(self, model, clip, vae, lora, prompts: str, negative: str, strengths: str, seeds: str, epochs: str,
               clip_strength_ratio: float, width: int, height: int, steps: int, cfg: float, sampler_name: str,
-              scheduler: str, filename_prefix: str = FILENAME_PREFIX, prompt: dict | None = None, extra_pnginfo: dict | None = None, unique_id: str | None = None):
+              scheduler: str, filename_prefix: str = FILENAME_PREFIX, guidance: float = 3.5, prompt: dict | None = None,
+              extra_pnginfo: dict | None = None, unique_id: str | None = None):
         prefix_parts(filename_prefix, "output", folder_paths.get_output_directory(), FILENAME_PREFIX)  # before sampling
         plan = plan_sweep(prompts, seeds, epochs, strengths, lora.epochs, lora.recommended_epoch)
-        settings = SamplingSettings(width, height, steps, cfg, sampler_name, scheduler)
+        settings = SamplingSettings(width, height, steps, cfg, sampler_name, scheduler, sweep_guidance(model, guidance))
         progress = SweepProgress(unique_id, steps)
         images = sweep_images(model, clip, vae, lora, plan, negative, clip_strength_ratio, settings, progress.update)
         grid, layout = render_grid(plan, images)

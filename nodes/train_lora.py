@@ -38,7 +38,7 @@ class TrainLoRA:
             "optional": {"resume_from": options.pop("resume_from"),
                          "initial_lora": (LORA, {"tooltip": "Continue training an existing LoRA (from Load LoRA or an "
                                                             "earlier run)"}),
-                         **options},
+                         **options, **setting_inputs(TrainingSettings, optional=True)},
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 

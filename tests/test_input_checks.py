@@ -43,7 +43,7 @@ def test_training_settings_refuse_nan_for_callers_without_a_node():
 
 
 def parsed(option: str, value: str):
-    defaults = training_samples.sample_defaults(64, 7, 7.0)
+    defaults = training_samples.sample_defaults(64, 7, runtime.pack("trainer.models.families").SD15)
     return training_samples.parse_sample_prompts(f"a cat {option} {value}", defaults)[0]
 
 

@@ -122,7 +122,7 @@ def test_cancel_while_sampling_keeps_the_finished_epochs_resumable(sd15, tmp_pat
     ("a cat --n ugly, blurry --w 96 --h 32 --d 3 --l 4.5 --s 8", ("a cat", "ugly, blurry", 3, 96, 32, 8, 4.5)),
 ])
 def test_sample_prompt_lines_accept_kohya_options(line, expected):
-    defaults = training_samples.sample_defaults(64, 7, 7.0)
+    defaults = training_samples.sample_defaults(64, 7, runtime.pack("trainer.models.families").SD15)
     (prompt,) = training_samples.parse_sample_prompts(f"\n# a comment\n{line}\n", defaults)
     assert (prompt.text, prompt.negative, prompt.seed, prompt.settings.width, prompt.settings.height,
             prompt.settings.steps, prompt.settings.cfg) == expected
@@ -136,7 +136,7 @@ def test_sample_prompt_lines_accept_kohya_options(line, expected):
 ])
 def test_bad_sample_prompt_options_name_the_line(line, message):
     with pytest.raises(errors.SettingsError, match=message):
-        training_samples.parse_sample_prompts(line, training_samples.sample_defaults(64, 7, 7.0))
+        training_samples.parse_sample_prompts(line, training_samples.sample_defaults(64, 7, runtime.pack("trainer.models.families").SD15))
 
 
 def test_loss_graph_output_plots_losses_validation_and_learning_rate(sd15, tmp_path, comfy_dirs):

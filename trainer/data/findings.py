@@ -16,8 +16,9 @@ from .buckets import Bucket, make_buckets, nearest_bucket, upscale_factor
 from .dataset import DatasetImage
 from .images import ImageFacts, colour_distance
 from .loading import LoadedDataset, display_name, names
+from .tokens import CLIP_TOKEN_LIMIT, TokenCounter
 
-TOKEN_LIMIT = 75  # CLIP's 77 positions minus start and end: the rest of a caption is cut off
+TOKEN_LIMIT = CLIP_TOKEN_LIMIT
 MIN_IMAGES = 15  # below this, LoRAs tend to copy their few shots instead of learning the subject
 MAX_VIEWS_PER_IMAGE = 300  # repeats x epochs per image beyond which overfitting is the usual outcome
 UPSCALE_TOLERANCE = 1.1  # enlarging an image more than this to fill its bucket blurs the training data
@@ -43,7 +44,7 @@ class Finding:
     severity: str = "warning"  # "warning": the user should act; "note": for information
 
 
-def dataset_findings(loaded: LoadedDataset, trigger_word: str, count_tokens: Callable[[str], int],
+def dataset_findings(loaded: LoadedDataset, trigger_word: str, count_tokens: TokenCounter,
                      epochs: int) -> list[Finding]:
     """Every finding about a freshly loaded dataset, in the order the report lists them."""
     dataset = loaded.dataset
@@ -60,7 +61,7 @@ def dataset_findings(loaded: LoadedDataset, trigger_word: str, count_tokens: Cal
 
 
 def caption_findings(images: Iterable[DatasetImage], trigger_word: str,
-                     count_tokens: Callable[[str], int]) -> list[Finding]:
+                     count_tokens: TokenCounter) -> list[Finding]:
     """Missing, over-long and trigger-less captions; also what Auto Caption reports after writing."""
     images = list(images)
     training = [image for image in images if not image.is_regularization]
@@ -77,11 +78,12 @@ def caption_findings(images: Iterable[DatasetImage], trigger_word: str,
                                     f"empty caption ({len(group)}): {_names(paths)}. Add captions, set class_tokens, "
                                     "or run Auto Caption.", paths))
     token_counts = {caption: count_tokens(caption) for caption in {image.caption for image in images}}
-    long = [image for image in images if token_counts[image.caption] > TOKEN_LIMIT]
+    long = [image for image in images if token_counts[image.caption] > count_tokens.limit]
     if long:
         listed = ", ".join(f"{display_name(image.path)} ({token_counts[image.caption]})" for image in long[:LISTED])
         findings.append(Finding(
-            "long_caption", f"Captions longer than {TOKEN_LIMIT} CLIP tokens get cut off ({len(long)}): {listed}"
+            "long_caption", f"Captions longer than {count_tokens.limit} {count_tokens.tokenizer} tokens "
+            f"{count_tokens.beyond_limit} ({len(long)}): {listed}"
             f"{_more(long)}. Shorten them (fewer tags, or a lower max_tags in Auto Caption).",
             tuple(image.path for image in long)))
     findings += _trigger_findings(training, trigger_word)

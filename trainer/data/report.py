@@ -9,14 +9,13 @@ import collections
 import pathlib
 import statistics
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .buckets import Bucket, default_side_limits, make_buckets, nearest_bucket, samples_per_bucket, steps_per_epoch
 from .dataset import DatasetImage, LoraDataset
-from .findings import TOKEN_LIMIT, Finding, dataset_findings
+from .findings import Finding, dataset_findings
 from .kohya_summary import tag_frequency
 from .loading import LoadedDataset
-from .tokens import clip_token_counter
+from .tokens import TokenCounter, clip_token_counter
 
 TOP_TAGS = 20
 
@@ -50,6 +49,7 @@ class DatasetReport:
     sizes: list[tuple[int, int]]
     caption_counts: dict[str, int]  # "file", "class tokens", "none"
     longest_caption_tokens: int
+    caption_tokens: str  # "<limit> <tokenizer>": the tokenizer that carries captions and its length, e.g. "75 CLIP"
     tag_frequency: list[tuple[str, int]]
     findings: list[Finding] = field(default_factory=list)
 
@@ -92,7 +92,7 @@ class DatasetReport:
         counts = self.caption_counts
         lines.append(f"Captions: {counts.get('file', 0)} from caption files, {counts.get('class tokens', 0)} from "
                      f"class tokens, {counts.get('none', 0)} empty; longest {self.longest_caption_tokens} tokens "
-                     f"(limit {TOKEN_LIMIT}).")
+                     f"(limit {self.caption_tokens}).")
         if self.tag_frequency:
             lines.append("Top tags: " + ", ".join(f"{tag} ({count})" for tag, count in self.tag_frequency[:TOP_TAGS]))
         lines.append("")
@@ -102,7 +102,7 @@ class DatasetReport:
 
 
 def build_report(loaded: LoadedDataset, *, batch_size: int = 1, epochs: int = 10, trigger_word: str = "",
-                 count_tokens: Callable[[str], int] | None = None,
+                 count_tokens: TokenCounter | None = None,
                  resolution_source: str = "default") -> DatasetReport:
     """Everything the report says about a freshly loaded dataset."""
     dataset = loaded.dataset
@@ -128,6 +128,7 @@ def build_report(loaded: LoadedDataset, *, batch_size: int = 1, epochs: int = 10
         sizes=[(image.width, image.height) for image in dataset.images],
         caption_counts=dict(collections.Counter(_caption_source(image) for image in dataset.images)),
         longest_caption_tokens=max((count_tokens(image.caption) for image in dataset.images), default=0),
+        caption_tokens=f"{count_tokens.limit} {count_tokens.tokenizer}",
         tag_frequency=tag_frequency(training).most_common(),
         findings=findings,
     )

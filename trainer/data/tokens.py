@@ -1,19 +1,47 @@
-"""Counting a caption's CLIP tokens as ComfyUI's tokenizer splits them (the report's long-caption check)."""
+"""Counting a caption's tokens as ComfyUI's tokenizer splits them (the report's long-caption check): CLIP's, or T5's
+where T5 carries the caption (Flux, Chroma)."""
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any, Callable
 
+CLIP_TOKEN_LIMIT = 75  # CLIP's 77 positions minus start and end: the rest of a caption is cut off
 
-def clip_token_counter(clip: Any = None) -> Callable[[str], int]:
+
+@dataclass(frozen=True)
+class TokenCounter:
+    """Counts a caption's tokens with the tokenizer that carries it; longer than `limit` is worth a warning."""
+
+    count: Callable[[str], int]
+    limit: int = CLIP_TOKEN_LIMIT
+    tokenizer: str = "CLIP"
+    beyond_limit: str = "get cut off"
+
+    def __call__(self, text: str) -> int:
+        return self.count(text)
+
+
+def caption_token_counter(clip: Any = None, family: Any = None) -> TokenCounter:
+    """T5's counter with kohya's t5xxl_max_token_length for a family whose captions T5 carries, CLIP's otherwise."""
+    t5 = getattr(getattr(clip, "tokenizer", None), "t5xxl", None)
+    if family is not None and family.t5_max_tokens and t5 is not None:
+        return TokenCounter(_counter(t5), family.t5_max_tokens, "T5",
+                            f"are longer than kohya trains {family.name} with (t5xxl_max_token_length)")
+    return clip_token_counter(clip)
+
+
+def clip_token_counter(clip: Any = None) -> TokenCounter:
     """Counts a caption's tokens as ComfyUI's CLIP tokenizer splits them (weights and escapes parsed).
 
     Uses the connected CLIP's tokenizer when given, else ComfyUI's bundled SD1 CLIP-L tokenizer,
     which SD1, SDXL and SD3 share for this purpose (the 75-token window is the same).
     """
     tokenizer = _clip_tokenizer_of(clip) if clip is not None else None
-    tokenizer = tokenizer or _bundled_clip_tokenizer()
+    return TokenCounter(_counter(tokenizer or _bundled_clip_tokenizer()))
 
+
+def _counter(tokenizer: Any) -> Callable[[str], int]:
     @functools.lru_cache(maxsize=4096)
     def count(text: str) -> int:
         batches = tokenizer.tokenize_with_weights(text, return_word_ids=True)

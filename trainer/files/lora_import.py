@@ -20,6 +20,7 @@ from ..errors import LoraFileError
 from ..models.families import Family, detect_family
 from ..training.networks import layouts, network_for_file
 from ..training.trained_lora import EpochWeights, TrainedLora
+from . import diffusers_lora
 from .kohya_names import unet_names
 from .metadata import dataset_summary_from_metadata, family_from_metadata, settings_from_metadata
 from .network_layouts import FileLayout, check_fits
@@ -49,6 +50,8 @@ def import_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str], file
     ComfyUI-trainer files (to name their modules); when given, every UNet module must exist in it.
     """
     family = _resolve_family(metadata, model, file_name)
+    if diffusers_lora.is_diffusers_lora(tensors):
+        tensors = _from_diffusers_names(tensors, model, file_name)
     modules = _group_by_module(tensors, file_name)
     if model is not None:
         modules = _canonical_unet_names(modules, model, family, file_name)
@@ -79,6 +82,14 @@ def import_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str], file
         started_at=_float_metadata(metadata, "ss_training_started_at"),
         finished_at=_float_metadata(metadata, "ss_training_finished_at"),
     )
+
+
+def _from_diffusers_names(tensors: dict[str, torch.Tensor], model: Any, file_name: str) -> dict[str, torch.Tensor]:
+    if model is None:
+        raise LoraFileError(f"{file_name} names its layers as diffusers does ('transformer.…'); connect the MODEL it "
+                            "was made for to Load LoRA so its layers can be placed.")
+    shapes = {key: value.shape for key, value in model.model.state_dict().items()}
+    return diffusers_lora.to_comfy_modules(tensors, comfy.lora.model_lora_keys_unet(model.model, {}), shapes, file_name)
 
 
 def _resolve_family(metadata: dict[str, str], model: Any, file_name: str) -> Family:

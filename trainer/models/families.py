@@ -3,7 +3,8 @@
 One entry per family holds how it is detected (the ComfyUI model-config class, and the model type where one
 class serves two families), its layers' names in files (kohya/ComfyUI naming, text-encoder prefixes), its
 metadata (`ss_base_model_version`, `ss_v2`, `modelspec.*`), its native resolution and bucket step, its
-prediction type and sampling default, and which text encoders can be trained. Adding a family (Flux, SD3.5...)
+prediction type and sampling default, and which text encoders can be trained; for flow-matching families the
+timestep sampler, the guidance the model is trained and sampled with, and T5's token limit. Adding a family (Flux, SD3.5...)
 is one entry here (plus its layer targets in targets.py when they are not the generic DiT ones).
 """
 from __future__ import annotations
@@ -18,6 +19,8 @@ from ..toy_world.model import ToyWorld
 
 IMPLEMENTATION_DIFFUSERS = "diffusers"  # modelspec.implementation
 IMPLEMENTATION_SGM = "https://github.com/Stability-AI/generative-models"
+IMPLEMENTATION_FLUX = "https://github.com/black-forest-labs/flux"
+IMPLEMENTATION_CHROMA = "https://huggingface.co/lodestones/Chroma"
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,14 @@ class Family:
     implementation: str = IMPLEMENTATION_DIFFUSERS  # modelspec.implementation
     sample_cfg: float = 7.0  # CFG scale of samples rendered during training
     same_layers_as: str | None = None  # a family whose LoRAs fit this one's layers (v-prediction changes only the objective)
+    excluded_classes: tuple[type, ...] = ()  # subclasses of config_class that are other architectures
+    # Flow matching: the timestep sampler kohya's documentation recommends (None: the model's own schedule)
+    timestep_sampling: str | None = None
+    guidance_setting: bool = False  # a guidance-distilled model (Flux dev): trained at the guidance_scale setting
+    fixed_guidance: float | None = None  # the guidance value other Flux-type models receive (Chroma: 0)
+    sample_guidance: float | None = None  # FluxGuidance of samples and sweeps (cfg is then sample_cfg)
+    sample_steps: int = 20  # sampler steps of samples and sweeps (timestep-distilled models need few)
+    t5_max_tokens: int | None = None  # kohya's t5xxl_max_token_length, where T5 carries the caption
 
 
 V_PREDICTION = comfy.model_base.ModelType.V_PREDICTION
@@ -57,7 +68,21 @@ SD3 = Family("sd3", comfy.supported_models.SD3, "sd3", "stable-diffusion-3-mediu
 # LoRA Lab's built-in demo model (trainer/toy_world): SD1.5 architecture and file format at 32x32 pixels.
 TOY_WORLD = Family("toy_world", ToyWorld, "sd_v1", "stable-diffusion-v1/lora", "eps", 32, "diffusers",
                    {"clip_l": "lora_te"}, bucket_step=8)
-BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD)}
+# Flux.1 (Black Forest Labs' module paths, which ComfyUI keeps, are kohya's names) and Chroma, with kohya's documented
+# defaults (docs/flux_train_network.md): shift sampling at 3.1582 for Flux, sigmoid and guidance 0 for Chroma.
+# Latents are 8x the pixels in 2x2 patches, so buckets step by 16 px. T5-XXL is never trained; CLIP-L can be.
+FLUX_DEV = Family("flux_dev", comfy.supported_models.Flux, "flux1", "flux-1-dev/lora", "flow", 1024, "comfy",
+                  {"clip_l": "lora_te1"}, bucket_step=16, implementation=IMPLEMENTATION_FLUX, sample_cfg=1.0,
+                  excluded_classes=(comfy.supported_models.FluxInpaint, comfy.supported_models.Flux2),
+                  timestep_sampling="shift", guidance_setting=True, sample_guidance=3.5, t5_max_tokens=512)
+FLUX_SCHNELL = Family("flux_schnell", comfy.supported_models.FluxSchnell, "flux1", "flux-1-schnell/lora", "flow", 1024,
+                      "comfy", {"clip_l": "lora_te1"}, bucket_step=16, implementation=IMPLEMENTATION_FLUX,
+                      sample_cfg=1.0, timestep_sampling="shift", sample_steps=4, t5_max_tokens=256)
+CHROMA = Family("chroma", comfy.supported_models.Chroma, "chroma", "chroma/lora", "flow", 1024, "comfy", {},
+                bucket_step=16, implementation=IMPLEMENTATION_CHROMA, sample_cfg=4.0,
+                excluded_classes=(comfy.supported_models.ChromaRadiance,), timestep_sampling="sigmoid",
+                fixed_guidance=0.0, t5_max_tokens=512)
+BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL, CHROMA)}
 
 
 def detect_family(model_patcher) -> Family:
@@ -66,12 +91,13 @@ def detect_family(model_patcher) -> Family:
     base_model = model_patcher.model
     config = base_model.model_config
     matches = [family for family in BY_NAME.values()
-               if isinstance(config, family.config_class) and family.model_type in (None, base_model.model_type)]
+               if isinstance(config, family.config_class) and not isinstance(config, family.excluded_classes)
+               and family.model_type in (None, base_model.model_type)]
     if matches:
         return max(matches, key=lambda family: (len(family.config_class.__mro__), family.model_type is not None))
     raise SettingsError(
-        f"LoRA Lab trains SD1.x, SD2.x, SDXL and SD3 models; the connected model is {type(config).__name__}. "
-        "Load a supported checkpoint with CheckpointLoaderSimple."
+        f"LoRA Lab trains SD1.x, SD2.x, SDXL, SD3, Flux.1 and Chroma models; the connected model is "
+        f"{type(config).__name__}. Load a supported checkpoint (Load Checkpoint, or Load Diffusion Model for Flux)."
     )
 
 

@@ -14,10 +14,10 @@ import torch
 
 from ..errors import SettingsError
 from ..files.image_files import output_path, png_info, save_output_png, to_pil
+from ..models.families import Family
 from .rendering import (MAX_CFG, MAX_SEED, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, SamplingSettings, encode_text,
                        render_image, with_lora)
 
-DEFAULT_STEPS = 20
 DEFAULT_SAMPLER, DEFAULT_SCHEDULER = "euler", "normal"
 
 
@@ -139,8 +139,9 @@ def _preserved_rng() -> Iterator[None]:
         yield
 
 
-def sample_defaults(resolution: int, seed: int, cfg: float) -> SamplePrompt:
-    """What a sample line without options renders: the training resolution and seed, the family's CFG, 20 euler steps."""
-    settings = SamplingSettings(resolution, resolution, DEFAULT_STEPS, cfg, DEFAULT_SAMPLER,
-                                DEFAULT_SCHEDULER)
+def sample_defaults(resolution: int, seed: int, family: Family) -> SamplePrompt:
+    """What a sample line without options renders: the training resolution and seed, euler at the family's CFG,
+    steps (20; 4 for Flux schnell) and FluxGuidance (3.5 for Flux dev), as a KSampler graph for it would."""
+    settings = SamplingSettings(resolution, resolution, family.sample_steps, family.sample_cfg, DEFAULT_SAMPLER,
+                                DEFAULT_SCHEDULER, family.sample_guidance)
     return SamplePrompt("", "", seed, settings)

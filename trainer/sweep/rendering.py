@@ -13,6 +13,7 @@ from typing import Callable
 import comfy.model_management as mm
 import comfy.sample
 import comfy.sd
+import node_helpers
 import torch
 
 from ..errors import SettingsError
@@ -39,6 +40,7 @@ class SamplingSettings:
     cfg: float
     sampler_name: str
     scheduler: str
+    guidance: float | None = None  # FluxGuidance on the positive prompt (guidance-distilled models), else none
 
 
 def with_lora(model, clip, weights: dict[str, torch.Tensor], strength: float, clip_strength: float):
@@ -70,6 +72,8 @@ def render_image(model, vae, positive, negative, seed: int, settings: SamplingSe
 
     Every sampler step is an interrupt point, so Cancel stops within one step.
     """
+    if settings.guidance is not None:  # what the FluxGuidance node does
+        positive = node_helpers.conditioning_set_values(positive, {"guidance": settings.guidance})
     latent = comfy.sample.fix_empty_latent_channels(model, empty_latent(model, vae, settings.width, settings.height))
     noise = comfy.sample.prepare_noise(latent, seed)
 
@@ -83,6 +87,14 @@ def render_image(model, vae, positive, negative, seed: int, settings: SamplingSe
     if images.ndim == 5:  # VAEDecode folds video-style latents into the batch
         images = images.reshape(-1, *images.shape[-3:])
     return images
+
+
+def sweep_guidance(model, guidance: float) -> float | None:
+    """The FluxGuidance value for a model whose family samples with one (Flux dev), else None."""
+    try:
+        return guidance if detect_family(model).sample_guidance is not None else None
+    except SettingsError:
+        return None
 
 
 def check_lora_fits(model, lora) -> None:

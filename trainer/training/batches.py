@@ -67,11 +67,15 @@ def encode_text(clip, caption: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     return cond, pooled
 
 
-def model_conds(model_patcher, sample: Sample, cond: torch.Tensor, pooled: torch.Tensor | None, device: torch.device) -> dict[str, Any]:
-    """The conditioning ComfyUI's model expects (cross-attention, SDXL size vector...), per sample."""
+def model_conds(model_patcher, sample: Sample, cond: torch.Tensor, pooled: torch.Tensor | None, device: torch.device,
+                guidance: float | None = None) -> dict[str, Any]:
+    """The conditioning ComfyUI's model expects (cross-attention, SDXL size vector, Flux's guidance...), per sample.
+
+    `guidance` is passed explicitly: ComfyUI's Flux fills in 3.5 when it is missing (None: no guidance input).
+    """
     conds = model_patcher.model.extra_conds(cross_attn=cond, pooled_output=pooled, device=device,
-                                            noise=sample.latents[None], **sample.size_info)
-    return {name: _to_device(value, device) for name, value in conds.items() if name in ("c_crossattn", "y")}
+                                            noise=sample.latents[None], guidance=guidance, **sample.size_info)
+    return {name: _to_device(value, device) for name, value in conds.items() if name in ("c_crossattn", "y", "guidance")}
 
 
 def _to_device(cond, device: torch.device):

@@ -36,7 +36,7 @@ from .optim import FACTORED, build_optimizer, build_scheduler
 from .precision import COMPUTE_DTYPES, PrecisionChoice, autocast, choose_precision
 from .progress import EpochReport, StepReport, TrainingObserver
 from .run_state import ADAPTERS_FILE, EPOCHS_FILE, OPTIMIZER_FILE, RunPosition, RunState, load_run_state, save_run_state
-from .settings import TrainingSettings
+from .settings import FAMILY_DEFAULT, TrainingSettings
 from .trained_lora import EpochWeights, TrainedLora
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ def plan_run(model, clip, vae, dataset: LoraDataset, settings: TrainingSettings,
     family = detect_family(model)
     resolution = settings.resolution or family.native_resolution
     _check_resolution(family, resolution)
+    _check_settings_apply(family, settings)
     device = mm.get_torch_device()
     precision = choose_precision(settings.mixed_precision, device)
     with torch.inference_mode(False):  # nodes run in inference mode; the optimizer state must be trainable
@@ -135,6 +136,43 @@ def _check_resolution(family: Family, resolution: int) -> None:
                             f"(e.g. {family.native_resolution}; 0 = native size).")
 
 
+def timestep_sampler(family: Family, settings: TrainingSettings) -> str | None:
+    """The flow-matching sampler a run uses (None: uniform over the model's own schedule)."""
+    if family.prediction_type != "flow":
+        return None
+    return family.timestep_sampling if settings.timestep_sampling == FAMILY_DEFAULT else settings.timestep_sampling
+
+
+def training_guidance(family: Family, settings: TrainingSettings) -> float | None:
+    """What a Flux-type model's guidance input holds while training (None for models without one)."""
+    return settings.guidance_scale if family.guidance_setting else family.fixed_guidance
+
+
+def _check_settings_apply(family: Family, settings: TrainingSettings) -> None:
+    """A setting that means nothing for the connected family is refused by name, never silently ignored."""
+    s, flow, sampler = settings, family.prediction_type == "flow", timestep_sampler(family, settings)
+    changed = {item.name for item in dataclasses.fields(s) if getattr(s, item.name) != item.default}
+    refusals = []
+    # The default min_snr_gamma is for eps/v models, so a flow model leaves it out; only a value the user chose is refused.
+    if flow and "min_snr_gamma" in changed and s.min_snr_gamma > 0:
+        refusals.append(f"min_snr_gamma {s.min_snr_gamma} weights eps/v noise levels by their SNR, which flow-matching "
+                        "models do not have: set it to 0 (weighting_scheme weights a flow model's noise levels)")
+    for name in ("timestep_sampling", "weighting_scheme"):
+        if not flow and name in changed:
+            refusals.append(f"{name} applies to flow-matching models (Flux, Chroma, SD3) only: leave it at its default")
+    if "sigmoid_scale" in changed and sampler not in ("sigmoid", "shift", "flux_shift"):
+        refusals.append(f"sigmoid_scale applies to the sigmoid, shift and flux_shift samplers, not to {sampler or 'the model schedule'}")
+    if "discrete_flow_shift" in changed and sampler != "shift":
+        refusals.append(f"discrete_flow_shift applies to the shift sampler, not to {sampler or 'the model schedule'}")
+    if "guidance_scale" in changed and not family.guidance_setting:
+        refusals.append("guidance_scale applies to guidance-distilled Flux dev only: leave it at 1.0")
+    if s.text_encoder_lr > 0 and not family.text_encoder_prefixes:
+        refusals.append("text_encoder_lr trains CLIP text encoders, and this model's only one is T5-XXL, which LoRA Lab "
+                        "keeps frozen as kohya does: set it to 0")
+    if refusals:
+        raise SettingsError(f"Settings that do not apply to {family.name} models: " + "; ".join(refusals) + ".")
+
+
 def _check_resumable(plan: RunPlan, state: RunState) -> None:
     differing = [name for name, value in plan.requested.as_dict().items()
                  if name != "epochs" and state.settings.get(name) != value]
@@ -154,6 +192,14 @@ def _check_continuable(plan: RunPlan, lora: TrainedLora) -> None:
         raise SettingsError(f"initial_lora is a {lora.network} of rank {lora.rank}"
                             + (f" (conv rank {lora.conv_rank})" if lora.conv_rank else "")
                             + f"; set network {lora.network} and rank {lora.rank} to continue training it.")
+    other_ranks = {key.rsplit(".", 2)[0]: tensor.shape[0] for key, tensor in lora.weights().items()
+                   if key.endswith(".lora_down.weight") and tensor.ndim == 2 and tensor.shape[0] != s.rank}
+    if other_ranks:
+        name, rank = next(iter(sorted(other_ranks.items())))
+        raise SettingsError(f"initial_lora: {len(other_ranks)} layers such as {name} have rank {rank}, not {s.rank} "
+                            "like the rest (a diffusers/ai-toolkit file's split q/k/v LoRAs become one layer of the "
+                            "summed rank on ComfyUI's fused layers); LoRA Lab continues LoRAs whose layers share one "
+                            "rank: save or sweep this one, or train from scratch.")
 
 
 # ---------------------------------------------------------------------- the adapters, on clones of the graph's models
@@ -246,7 +292,7 @@ class TrainingContext:
     samples: list[batches.Sample]
     validation_samples: list[batches.Sample]
     model_sampling: object  # ComfyUI's model_sampling: sigmas, noise and denoising in the model's own space
-    sigma_table: torch.Tensor
+    noise_levels: objectives.NoiseLevels
     steps_per_epoch: int
     optimizer: torch.optim.Optimizer
     trainable: list[torch.nn.Parameter]
@@ -283,7 +329,10 @@ def prepare(plan: RunPlan, parts: TrainingParts, observer: TrainingObserver) -> 
     optimizer = build_optimizer(s.optimizer, groups, plan.device)
     return TrainingContext(
         samples=samples, validation_samples=validation_samples, model_sampling=model_sampling,
-        sigma_table=model_sampling.sigmas.to(plan.device, torch.float32), steps_per_epoch=steps, optimizer=optimizer,
+        noise_levels=objectives.NoiseLevels(
+            model_sampling.sigmas.to(plan.device, torch.float32), timestep_sampler(plan.family, s), s.sigmoid_scale,
+            s.discrete_flow_shift, s.weighting_scheme, s.min_snr_gamma),
+        steps_per_epoch=steps, optimizer=optimizer,
         trainable=[parameter for group in optimizer.param_groups for parameter in group["params"]],
         scheduler=build_scheduler(s.lr_scheduler, optimizer, s.warmup_steps, steps * s.epochs),
         scaler=torch.amp.GradScaler(plan.device.type) if s.mixed_precision == "fp16" else None,
@@ -315,7 +364,8 @@ def conditioning(plan: RunPlan, clip, sample: batches.Sample, caption: str) -> d
     with contextlib.nullcontext() if plan.settings.trains_text_encoder else torch.no_grad():
         cond, pooled = batches.encode_text(clip, caption)
     return batches.model_conds(plan.model, sample, cond.to(plan.device),
-                               None if pooled is None else pooled.to(plan.device), plan.device)
+                               None if pooled is None else pooled.to(plan.device), plan.device,
+                               training_guidance(plan.family, plan.settings))
 
 
 # ---------------------------------------------------------------------- the loop
@@ -398,19 +448,19 @@ class Trainer:
         conds = batches.batch_conds([sample.conds or self._conds_with_augmented_caption(sample, chooser)
                                      for sample in samples])
 
-        # Forward diffusion: noise (with optional offset) at a uniformly drawn training timestep per sample.
+        # Forward diffusion: noise (with optional offset) at a drawn noise level per sample.
         noise = torch.randn(latents.shape, generator=generator, device=self.device)
         if s.noise_offset > 0:
             noise += s.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator,
                                                   device=self.device)
-        sigmas = objectives.sample_sigmas(context.sigma_table, latents.shape[0], generator)
+        sigmas = context.noise_levels.draw(latents, generator)
         noisy = objectives.noisy_latents(context.model_sampling, sigmas, noise, latents)
 
-        # The model predicts; the loss is measured in its own prediction space, min-SNR weighted.
+        # The model predicts; the loss is measured in its own prediction space, weighted per noise level.
         with autocast(s.mixed_precision, self.device):
             denoised = self._apply_model(noisy, sigmas, conds)
         losses = objectives.per_sample_loss(denoised, latents, sigmas, context.model_sampling)
-        loss = (losses * objectives.min_snr_weight(context.model_sampling, sigmas, s.min_snr_gamma)).mean()
+        loss = (losses * context.noise_levels.weights(context.model_sampling, sigmas)).mean()
         scaled = loss / s.gradient_accumulation
         (context.scaler.scale(scaled) if context.scaler else scaled).backward()
         # The step's one device sync, after the backward is queued; a non-finite loss stops the run (caller).

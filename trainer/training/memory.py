@@ -48,7 +48,10 @@ OPTIMIZER_STATE_BYTES = {  # per fp32 adapter parameter
 # Layers whose output is per sample or per text token, not per latent pixel: time/label/size embeddings, DiT
 # modulation and the context embedder. Counted per pixel they would dwarf the feature maps.
 PER_SAMPLE_LAYERS = ("time_embed", "label_emb", "emb_layers", "adaLN_modulation", "t_embedder", "y_embedder",
-                     "context_embedder")
+                     "context_embedder",
+                     # Flux and Chroma: timestep/guidance/pooled-text embeddings, block modulations, the approximator
+                     "time_in", "vector_in", "guidance_in", "img_mod", "txt_mod", "modulation",
+                     "distilled_guidance_layer")
 MATERIALISED_ATTENTION = ("attention_basic", "attention_split", "attention_sub_quad")
 
 
@@ -202,7 +205,7 @@ def _token_scales(diffusion_model: torch.nn.Module) -> dict[str, float]:
 def _self_attention_heads(name: str, module: torch.nn.Module) -> int:
     """Heads of a self-attention layer (UNet attn1, DiT attention); 0 for anything else."""
     last = name.rpartition(".")[2]
-    if last not in ("attn1", "attn"):
+    if last not in ("attn1", "attn", "img_attn") and type(module).__name__ != "SingleStreamBlock":  # Flux's joint
         return 0
     return int(getattr(module, "heads", 0) or getattr(module, "num_heads", 0))
 

@@ -10,11 +10,13 @@ so the loss is the usual eps/v MSE, without ComfyUI core's x0-space weighting th
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import comfy.model_sampling
 import torch
 
 from ..errors import SettingsError
+from . import flow_matching
 
 log = logging.getLogger(__name__)
 VALIDATION_TIMESTEPS = (200, 400, 600, 800)  # kohya's fixed validation timesteps (of 1000)
@@ -38,6 +40,31 @@ def sample_sigmas(sigma_table: torch.Tensor, batch_size: int, generator: torch.G
     """
     index = torch.randint(0, len(sigma_table), (batch_size,), generator=generator, device=sigma_table.device)
     return sigma_table[index]
+
+
+@dataclass(frozen=True)
+class NoiseLevels:
+    """How one run draws and weights noise levels: uniformly over the model's own schedule, min-SNR weighted
+    (SD; SD3 by default), or with a flow-matching sampler and the SD3 paper's loss weighting (Flux, Chroma)."""
+
+    sigma_table: torch.Tensor  # the model's schedule (model_sampling.sigmas), on the training device
+    sampler: str | None  # a flow_matching sampler; None: uniform over sigma_table
+    sigmoid_scale: float
+    shift: float
+    weighting: str  # flow_matching loss weighting (flow models)
+    min_snr_gamma: float  # eps and v models
+
+    def draw(self, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.sampler is None:
+            return sample_sigmas(self.sigma_table, latents.shape[0], generator)
+        mu = flow_matching.flux_mu(latents.shape[-2], latents.shape[-1])
+        return flow_matching.sample_sigmas(self.sampler, latents.shape[0], generator, sigmoid_scale=self.sigmoid_scale,
+                                           shift=self.shift, mu=mu)
+
+    def weights(self, model_sampling, sigma: torch.Tensor) -> torch.Tensor:
+        if prediction_type(model_sampling) == "flow":
+            return flow_matching.loss_weights(self.weighting, sigma)
+        return min_snr_weight(model_sampling, sigma, self.min_snr_gamma)
 
 
 def validation_sigmas(model_sampling) -> torch.Tensor:

@@ -102,7 +102,7 @@ def _epoch_sampler(model, clip, vae, settings: TrainingSettings, options: RunOpt
         return None
     family = detect_family(model)
     prompts = parse_sample_prompts(options.sample_prompts, sample_defaults(settings.resolution or family.native_resolution,
-                                                                           settings.seed, family.sample_cfg))
+                                                                           settings.seed, family))
 
     def show(epoch: int, index: int, image: torch.Tensor) -> None:
         observer.on_sample(epoch, index, len(prompts), image)

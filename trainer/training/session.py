@@ -16,6 +16,7 @@ import comfy.model_management as mm
 import comfy.patcher_extension
 import torch
 from comfy.clip_model import CLIPLayer
+from comfy.ldm.flux.layers import DoubleStreamBlock, SingleStreamBlock
 
 from .adapters import FP8_STORAGE, AdapterSet
 
@@ -52,8 +53,35 @@ def compute_fp8_weights_in(patcher, dtype: torch.dtype) -> None:
         patcher.set_model_compute_dtype(dtype)
 
 
+# Blocks that add their residuals in place (`img += ...`) onto tensors their own norms saved for the backward pass:
+# ComfyUI's Flux and Chroma blocks.
+IN_PLACE_RESIDUAL_BLOCKS = (DoubleStreamBlock, SingleStreamBlock)
+
+
+class _ResidualsOutOfPlace(torch.overrides.TorchFunctionMode):
+    """`x += y` becomes `x = x + y` (in x's dtype): Python binds the name to what the in-place add returns, so
+    the block computes the same values, but no tensor autograd saved is overwritten. The blocks call add_ only
+    through `+=` (ComfyUI 0.3.75 and 0.33), so no other add_ changes meaning."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.add_:
+            return torch.add(*args, **kwargs).to(args[0].dtype)
+        return func(*args, **kwargs)
+
+
+def _out_of_place_residuals_forward(module: torch.nn.Module):
+    original = module.forward
+
+    def forward(*args, **kwargs):
+        with _ResidualsOutOfPlace():
+            return original(*args, **kwargs)
+
+    return forward
+
+
 def _checkpointed_forward(module: torch.nn.Module):
-    original = type(module).forward.__get__(module)
+    original = module.forward  # the class's, or the out-of-place one: recomputation must run what the forward ran
 
     def forward(*args, **kwargs):
         return torch.utils.checkpoint.checkpoint(original, *args, use_reentrant=False, **kwargs)
@@ -106,6 +134,10 @@ class PartInjection:
         if self.adapters is not None:
             self.adapters.to(self.device)
             self.adapters.swap_in()
+        for block in self.root.modules():
+            if isinstance(block, IN_PLACE_RESIDUAL_BLOCKS):
+                block.forward = _out_of_place_residuals_forward(block)
+                self._patched_forwards.append(block)
         for block in self.checkpoint_blocks:
             block.forward = _checkpointed_forward(block)
             self._patched_forwards.append(block)

@@ -9,8 +9,12 @@ from ..errors import SettingsError
 from ..finite import require_finite
 from ..setting_fields import check_choices, setting
 from .networks import Network, network, network_names
+from .flow_matching import FLUX_SHIFT, LOSS_WEIGHTINGS, TIMESTEP_SAMPLERS
 from .optim import OPTIMIZERS, SCHEDULERS
 from .precision import PRECISIONS
+
+
+FAMILY_DEFAULT = "family default"
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,20 @@ class TrainingSettings:
     save_every_n_epochs: int = setting(1, "Keep the adapter of every Nth epoch (0 = final only)", min=0, max=10000)
     validation_split: float = setting(0.0, min=0.0, max=0.5, step=0.05)
     max_grad_norm: float = setting(1.0, "Gradient clipping norm (0 = off), as kohya's default", node_input=False)
+    # Flow-matching models only (Flux, Chroma, SD3): optional inputs, appended after the run options.
+    timestep_sampling: str = setting(FAMILY_DEFAULT, "Flow-matching models: how noise levels are drawn, as kohya's "
+                                     "timestep_sampling (family default: shift for Flux, sigmoid for Chroma, the "
+                                     "model's own schedule for SD3)", choices=(FAMILY_DEFAULT, *TIMESTEP_SAMPLERS),
+                                     optional=True)
+    sigmoid_scale: float = setting(1.0, "Spread of the sigmoid, shift and flux_shift samplers (larger: closer to "
+                                        "uniform)", min=0.1, max=10.0, step=0.1, optional=True)
+    discrete_flow_shift: float = setting(FLUX_SHIFT, "The shift sampler's shift (kohya's discrete_flow_shift): higher "
+                                                     "trains at more noise", min=0.1, max=20.0, step=0.0001, optional=True)
+    weighting_scheme: str = setting("none", "Flow-matching models: loss weight per noise level, the SD3 paper's "
+                                            "densities", choices=LOSS_WEIGHTINGS, optional=True)
+    guidance_scale: float = setting(1.0, "Flux dev: the guidance embedding's value while training (kohya's "
+                                         "guidance_scale, 1.0); samples use FluxGuidance 3.5", min=0.0, max=100.0,
+                                    step=0.1, optional=True)
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):
