@@ -249,6 +249,9 @@ def _network(value: Any, key: str, settings: Settings, run: KohyaRun) -> None:
     module = str(value).strip()
     args = _network_args(settings)
     if module == "networks.lora":
+        if "algo" in args:
+            raise KohyaConfigError(f"network_args algo={args['algo']} is an option of lycoris.kohya, but "
+                                   f"{_where(key, settings)} is networks.lora; set network_module = \"lycoris.kohya\".")
         network = "LoCon" if "conv_dim" in args else "LoRA"
         if network == "LoCon":
             run.notes.append(f"{_where(key, settings)} with conv_dim trains the 3x3 convs too: LoRA Lab's LoCon "
@@ -266,7 +269,6 @@ def _network(value: Any, key: str, settings: Settings, run: KohyaRun) -> None:
         if name in args:
             kind = _whole if name == "conv_dim" else _number
             run.inputs[(TRAIN, target)] = _typed(kind, args.pop(name), "network_args", settings)
-    args.pop("algo", None)
     if args:
         raise KohyaConfigError(f"network_args {', '.join(f'{k}={v}' for k, v in args.items())}: LoRA Lab has no such "
                                "network option (it reads algo, conv_dim and conv_alpha); remove it or train with kohya.")
@@ -422,9 +424,9 @@ _KEYS = [
     KohyaKey("num_repeats", "Load Dataset.repeats", _to(DATASET, "repeats", _whole), 1,
              note="dataset config; N_name folders carry their own"),
     KohyaKey("class_tokens", "Load Dataset.class_tokens", _to(DATASET, "class_tokens", str), ""),
-    KohyaKey("resolution", "Train LoRA.resolution", _resolution_to_both, note="512 or \"512,512\" (square only)"),
-    KohyaKey("train_batch_size", "Train LoRA.batch_size", _batch_size, 1),
-    KohyaKey("batch_size", "Train LoRA.batch_size", _guide_batch_size,
+    KohyaKey("resolution", "Train LoRA.resolution, Load Dataset.base_resolution", _resolution_to_both, note="512 or \"512,512\" (square only)"),
+    KohyaKey("train_batch_size", "Train LoRA.batch_size (and Load Dataset's)", _batch_size, 1),
+    KohyaKey("batch_size", "Train LoRA.batch_size (and Load Dataset's)", _guide_batch_size,
              note="not a kohya argument in --config_file (kohya trains at batch 1): applied as meant, with a note; "
                   "in a dataset config it is kohya's batch size"),
     KohyaKey("enable_bucket", "(always on)", _buckets_on, note="LoRA Lab always buckets; false is refused"),
@@ -467,7 +469,7 @@ _KEYS = [
              note="scaled to the run's batch size: the same number of images as in kohya"),
     KohyaKey("lr_scheduler_num_cycles", "(checked)", _accepting(1, "LoRA Lab's schedules have one cycle")),
     KohyaKey("lr_scheduler_power", "(checked)", _accepting(1.0, "LoRA Lab's polynomial schedule has power 1")),
-    KohyaKey("max_train_epochs", "Train LoRA.epochs", _epochs, note="required"),
+    KohyaKey("max_train_epochs", "Train LoRA.epochs (and Load Dataset's epochs)", _epochs, note="required"),
     KohyaKey("max_train_steps", "(refused without max_train_epochs)", _max_train_steps),
     KohyaKey("gradient_accumulation_steps", "Train LoRA.gradient_accumulation",
              _to(TRAIN, "gradient_accumulation", _whole), 1),
@@ -746,3 +748,12 @@ def load_run(config: pathlib.Path | None, dataset_config: pathlib.Path | None, f
     layers.append(flags)
     name = config.name if config is not None else "the command line"
     return convert(merge(*layers), name, device_type)
+
+
+def readme_table() -> str:
+    """The README's kohya key table, generated from KOHYA_KEYS (tests/test_kohya_config.py checks the README has it)."""
+    lines = ["| kohya key | LoRA Lab | when absent | notes |", "|---|---|---|---|"]
+    for key in _KEYS:
+        default = "" if key.kohya_default is NO_DEFAULT else f"`{key.kohya_default!r}`"
+        lines.append(f"| `{key.name}` | {key.target} | {default} | {key.note} |")
+    return "\n".join(lines)

@@ -84,6 +84,11 @@ def main(argv: list[str]) -> int:
         build_parser().print_usage(sys.stderr)
         print("error: give at least one --config (or kohya flags such as --pretrained_model_name_or_path).", file=sys.stderr)
         return USAGE_EXIT
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by accelerate launch and torchrun
+        print(f"error: this command trains in one process; under accelerate or torchrun each of the "
+              f"{os.environ['WORLD_SIZE']} processes would train the same LoRA on its own. Run it without them.",
+              file=sys.stderr)
+        return USAGE_EXIT
     try:
         flags = parse_flags(kohya_words)
         nodes = comfy_runtime.boot(comfy_runtime.find_comfyui(), cpu=args.cpu)
