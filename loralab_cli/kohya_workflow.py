@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 
-from .kohya_config import COMMAND, NODE_TYPES, KohyaRun
+from .kohya_keys import COMMAND, NODE_TYPES, KohyaRun
 from .workflow import CliError, Workflow, describe_node, is_link
 
 WORKFLOW_DECIDES = {

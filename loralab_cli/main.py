@@ -16,7 +16,8 @@ from typing import Any
 import websocket
 
 from .client import UNREACHABLE_EXIT, ComfyClient
-from .kohya_config import KohyaConfigError, load_run
+from .kohya_config import load_run
+from .kohya_keys import KohyaConfigError
 from .kohya_workflow import apply_kohya_run
 from .progress import ProgressDisplay, format_duration
 from .workflow import (CliError, Override, Run, Workflow, apply_overrides, check_choices, load_workflow, node_title,

@@ -20,12 +20,15 @@ from typing import Any
 
 from . import comfy_runtime
 from .headless_progress import EventPrinter, cost_text
-from .kohya_config import COMMAND, DATASET, NODE_TYPES, SAVE, TRAIN, KohyaConfigError, KohyaRun, load_run, parse_flags
+from .kohya_config import load_run, parse_flags
+from .kohya_keys import COMMAND, DATASET, NODE_TYPES, SAVE, TRAIN, KohyaConfigError, KohyaRun
 from .progress import format_duration
+from .workflow import CliError, convert_value
 
 PRICE_VARIABLE = "LORALAB_GPU_PRICE"
 FAILED_EXIT, USAGE_EXIT, CANCELLED_EXIT = 1, 2, 130
 REPORT_SUFFIX = "_dataset_report.txt"
+SWEEP_NODE = "LoraLabStrengthSweep"
 
 EPILOG = f"""\
 Any other --flag is a kohya flag (--network_dim 32, --learning_rate 1e-4, --network_args "algo=loha" ...): it
@@ -35,6 +38,7 @@ examples:
   python -m loralab_cli train --config training_config.toml
   python -m loralab_cli train --config a.toml --config b.toml --gpu-price 0.79    (two LoRAs, one model load)
   python -m loralab_cli train --config cfg.toml --dataset_config dataset.toml --network_dim 16
+  python -m loralab_cli train --config cfg.toml --sweep "sks dog on a beach" --sweep-set seeds=1,2,3
 
 Paths in the configs are the user's own and are read and written as given (relative to this folder, as kohya
 reads them). Outputs go to output_dir: OUTPUT_NAME.safetensors (and -00000N per kept epoch), the dataset report,
@@ -56,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu-price", type=float, metavar="PER_HOUR",
                         default=_price_from_environment(), help=f"rental price per hour, for the cost (or ${PRICE_VARIABLE})")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is present")
+    parser.add_argument("--sweep", dest="sweep_prompts", action="append", default=[], metavar="PROMPT",
+                        help="after training, render a Strength Sweep grid of this prompt (repeatable: one block of "
+                             "rows per prompt) at the training resolution, into output_dir/loralab/sweeps")
+    parser.add_argument("--sweep-set", dest="sweep_sets", action="append", default=[], metavar="INPUT=VALUE",
+                        help="a Strength Sweep input for --sweep, e.g. --sweep-set strengths=0,0.5,1 --sweep-set steps=20")
     return parser
 
 
@@ -99,22 +108,42 @@ def main(argv: list[str]) -> int:
         runs = [load_run(config, args.dataset_config, flags, device_type) for config in configs]
         for run in runs:
             _require(run)
-    except (KohyaConfigError, comfy_runtime.ComfyNotFound) as error:
+        sweep = sweep_inputs(nodes, args.sweep_prompts, args.sweep_sets)
+    except (KohyaConfigError, CliError, comfy_runtime.ComfyNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_EXIT
     printer = EventPrinter(sys.stderr, sys.stderr.isatty(), args.gpu_price)
-    return train_all(nodes, runs, printer, args.gpu_price)
+    return train_all(nodes, runs, printer, args.gpu_price, sweep)
 
 
 def _require(run: KohyaRun) -> None:
-    missing = [name for node, name, key in ((COMMAND, "checkpoint", "pretrained_model_name_or_path"),
-                                            (DATASET, "path", "train_data_dir (or a dataset config)"))
-               if (node, name) not in run.inputs for name in [key]]
+    needed = {(COMMAND, "checkpoint"): "pretrained_model_name_or_path", (DATASET, "path"): "train_data_dir (or a dataset config)"}
+    missing = [key for target, key in needed.items() if target not in run.inputs]
     if missing:
         raise KohyaConfigError(f"{run.name}: {' and '.join(missing)} not set.")
 
 
-def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: float | None) -> int:
+def sweep_inputs(nodes: Any, prompts: list[str], sets: list[str]) -> dict[str, Any] | None:
+    """Strength Sweep's inputs for `--sweep` (None without it): its defaults, the prompts, then `--sweep-set`s typed as
+    the node declares them."""
+    if not prompts:
+        if sets:
+            raise CliError("--sweep-set needs --sweep PROMPT (the prompt to render).")
+        return None
+    declared = nodes.NODE_CLASS_MAPPINGS[SWEEP_NODE].INPUT_TYPES()
+    specs = {**declared["required"], **declared.get("optional", {})}
+    inputs = {**_defaults(nodes, SWEEP_NODE), "prompts": "\n".join(prompts)}
+    for text in sets:
+        name, equals, value = text.partition("=")
+        if not equals or name.strip() not in specs:
+            raise CliError(f"--sweep-set {text!r}: expected INPUT=VALUE with one of Strength Sweep's inputs: "
+                           f"{', '.join(specs)}.")
+        inputs[name.strip()] = convert_value(value, list(specs[name.strip()]), f"--sweep-set {name.strip()}")
+    return inputs
+
+
+def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: float | None,
+              sweep: dict[str, Any] | None = None) -> int:
     """Train each run in turn, loading each distinct checkpoint once; returns the exit status."""
     started = time.monotonic()
     models: dict[str, tuple[Any, Any, Any]] = {}
@@ -129,14 +158,15 @@ def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: fl
                 if checkpoint not in models:
                     models[checkpoint] = load_checkpoint(checkpoint, printer)
                 check_model_type(run, models[checkpoint][0])
-                trained.append(train_one(nodes, run, models[checkpoint], printer))
+                trained.append(train_one(nodes, run, models[checkpoint], printer, sweep))
             except KeyboardInterrupt:
                 printer.print("cancelled.")
                 return CANCELLED_EXIT
             except Exception as error:  # noqa: BLE001  (the user sees the node's message, as ComfyUI shows it)
                 if _is_interrupt(error):
-                    printer.print("cancelled: the training state printed above resumes the run (Train LoRA's "
-                                  "resume_from).")
+                    state = getattr(error.__cause__, "state_dir", None)  # Train LoRA's TrainingCancelled
+                    printer.print(f"cancelled: continue with --resume {state}" if state else
+                                  "cancelled before the first step ended: nothing to resume")
                     return CANCELLED_EXIT
                 printer.print(f"error: {run.name}: {error}")
                 return FAILED_EXIT
@@ -175,8 +205,9 @@ def check_model_type(run: KohyaRun, model: Any) -> None:
                                    "fix the setting or the checkpoint path.")
 
 
-def train_one(nodes: Any, run: KohyaRun, model: tuple[Any, Any, Any], printer: EventPrinter) -> Trained:
-    """Load Dataset, Train LoRA and Save LoRA for one config, writing into its output_dir."""
+def train_one(nodes: Any, run: KohyaRun, model: tuple[Any, Any, Any], printer: EventPrinter,
+              sweep: dict[str, Any] | None) -> Trained:
+    """Load Dataset, Train LoRA, Save LoRA (and Strength Sweep when asked) for one config, writing into its output_dir."""
     import torch
 
     started = time.monotonic()
@@ -193,8 +224,13 @@ def train_one(nodes: Any, run: KohyaRun, model: tuple[Any, Any, Any], printer: E
         lora = result["result"][2]
         saved = _node(nodes, SAVE).save(lora=lora, **{**_defaults(nodes, SAVE), **run.node_inputs(SAVE),
                                                       "overwrite": False})
-    files = saved["ui"]["text"] + [str(output_dir / image["subfolder"] / image["filename"])
-                                   for image in result["ui"]["images"]]
+        images = list(result["ui"]["images"])
+        if sweep is not None:
+            side = train_inputs["resolution"] or lora.dataset_summary["resolution"]  # 0: the model's native size
+            grid = _node(nodes, SWEEP_NODE).sweep(model=model[0], clip=model[1], vae=model[2], lora=lora,
+                                                  **{"width": side, "height": side, **sweep})
+            images += grid["ui"]["images"]
+    files = saved["ui"]["text"] + [str(output_dir / image["subfolder"] / image["filename"]) for image in images]
     for path in files:
         printer.print(f"wrote {path}")
     steps = len(lora.loss_history)
@@ -202,15 +238,17 @@ def train_one(nodes: Any, run: KohyaRun, model: tuple[Any, Any, Any], printer: E
 
 
 def _node(nodes: Any, node: str) -> Any:
-    return nodes.NODE_CLASS_MAPPINGS[NODE_TYPES[node]]()
+    return nodes.NODE_CLASS_MAPPINGS[NODE_TYPES.get(node, node)]()
 
 
 def _defaults(nodes: Any, node: str) -> dict[str, Any]:
-    """Every widget input of a node at its default, as a new node in ComfyUI starts."""
-    spec = nodes.NODE_CLASS_MAPPINGS[NODE_TYPES[node]].INPUT_TYPES()
+    """Every widget input of a node at its default (a choice without one at its first), as a new node in ComfyUI starts."""
+    spec = nodes.NODE_CLASS_MAPPINGS[NODE_TYPES.get(node, node)].INPUT_TYPES()
     sections = {**spec.get("required", {}), **spec.get("optional", {})}
-    return {name: entry[1]["default"] for name, entry in sections.items()
-            if len(entry) > 1 and isinstance(entry[1], dict) and "default" in entry[1]}
+    defaults = {name: entry[1]["default"] for name, entry in sections.items()
+                if len(entry) > 1 and isinstance(entry[1], dict) and "default" in entry[1]}
+    choices = {name: entry[0][0] for name, entry in sections.items() if isinstance(entry[0], list) and entry[0]}
+    return {**choices, **defaults}
 
 
 def _dataset_inputs(nodes: Any, run: KohyaRun, model: tuple[Any, Any, Any]) -> dict[str, Any]:

@@ -7,8 +7,8 @@ import pathlib
 
 import pytest
 
-from loralab_cli.kohya_config import (COMMAND, DATASET, KOHYA_KEYS, SAVE, TRAIN, KohyaConfigError, Value, convert,
-                                      load_run, parse_flags, read_dataset_config)
+from loralab_cli.kohya_config import convert, load_run, parse_flags, read_dataset_config
+from loralab_cli.kohya_keys import COMMAND, DATASET, KOHYA_KEYS, SAVE, TRAIN, KohyaConfigError, Value
 
 FIXTURES = pathlib.Path("/work/shared/fixtures/kohya")
 BASE = {"pretrained_model_name_or_path": "model.safetensors", "train_data_dir": "data", "max_train_epochs": 3}
@@ -77,6 +77,7 @@ SETTING_EXAMPLES = {
     "save_precision": ("fp16", {(SAVE, "dtype"): "fp16"}),
     "save_every_n_epochs": (2, {(TRAIN, "save_every_n_epochs"): 2, (SAVE, "epochs"): "all"}),
     "save_state": (True, {(TRAIN, "keep_training_state"): True}),
+    "resume": ("20261202-101010-seed42", {(TRAIN, "resume_from"): "20261202-101010-seed42"}),
     "sample_every_n_epochs": (1, {(TRAIN, "sample_every_n_epochs"): 1}),
     "sample_prompts": ("PROMPTS", {(TRAIN, "sample_prompts"): "sks dog --w 64 --h 64\n"}),
 }
@@ -251,7 +252,7 @@ def test_several_subsets_are_read_as_the_n_name_folders_of_one_parent(tmp_path, 
 
 
 def test_the_readme_table_is_the_key_table():
-    from loralab_cli.kohya_config import readme_table
+    from loralab_cli.kohya_keys import readme_table
 
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert readme_table() in readme, "README's kohya key table is out of date: paste kohya_config.readme_table()"

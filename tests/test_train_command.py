@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import comfy.sd
-import pytest
 from harness.datasets import make_sample_dataset
 from harness.models import detectable_sd15_checkpoint
 from harness.runtime import REPO_ROOT
@@ -75,7 +74,7 @@ def test_the_guides_config_trains_through_the_command(tmp_path):
     assert len(charts) == 1 and charts[0].read_bytes().startswith(b"\x89PNG")
 
 
-def test_two_configs_train_two_loras_with_one_model_load(tmp_path, monkeypatch, capsys):
+def test_two_configs_train_two_loras_with_one_model_load_and_sweep_each(tmp_path, monkeypatch, capsys):
     folder = guide_folder(tmp_path)
     second = folder / "second.toml"
     second.write_text(GUIDE.read_text().replace('output_name = "my_lora"', 'output_name = "other_lora"'))
@@ -89,13 +88,22 @@ def test_two_configs_train_two_loras_with_one_model_load(tmp_path, monkeypatch, 
     monkeypatch.setattr(comfy.sd, "load_checkpoint_guess_config", counting_loader)
     monkeypatch.chdir(folder)
     status = train_command.main(["--config", "training_config.toml", "--config", "second.toml", *SHORTER,
-                                 "--max_train_epochs", "1", "--network_train_unet_only"])
+                                 "--max_train_epochs", "1", "--network_train_unet_only", "--sweep", "sks dog",
+                                 "--sweep-set", "steps=1", "--sweep-set", "strengths=1", "--sweep-set", "seeds=1"])
     log = capsys.readouterr().err
     assert status == 0, log[-4000:]
     assert loads == [str(folder / "models" / "sd" / "v1-5-pruned.safetensors")]
     assert log.count("Loading checkpoint ") == 1
     assert (folder / "output" / "my_lora.safetensors").is_file() and (folder / "output" / "other_lora.safetensors").is_file()
     assert "[1/2 training_config.toml] " in log and "[2/2 second.toml] " in log and "done: 2 LoRAs in " in log
+    grids = sorted((folder / "output" / "loralab" / "sweeps").glob("*.png"))
+    assert len(grids) == 2 and all(grid.read_bytes().startswith(b"\x89PNG") for grid in grids)
+    assert all(f"wrote {grid}" in log for grid in grids)
+
+
+def test_a_sweep_input_is_typed_as_strength_sweep_declares_it(capsys):
+    assert train_command.main(["--config", str(GUIDE), "--sweep", "x", "--sweep-set", "steps=many", "--cpu"]) == 2
+    assert "--sweep-set steps: expects a whole number, got 'many'" in capsys.readouterr().err
 
 
 def test_a_refused_config_stops_before_loading_anything_and_exits_2(tmp_path, monkeypatch, capsys):
