@@ -54,12 +54,19 @@ def read_dataset_config(path: pathlib.Path) -> Settings:
     training = [subset for subset in subsets if not subset.get("is_reg")]
     regularization = [subset for subset in subsets if subset.get("is_reg")]
     for key in SUBSET_OPTIONS:
-        values = {repr(subset[key]) for subset in subsets if key in subset}
-        if len(values) > 1 or (values and any(key not in subset for subset in subsets)):
+        values = {repr(subset.get(key)) for subset in subsets}
+        if values == {"None"}:
+            continue
+        origin = f"{path.name} subsets"
+        if len(values) == 1:
+            settings[key] = Value(subsets[0][key], origin)
+        elif key == "flip_aug" and _same_within(training, key) and _same_within(regularization, key):
+            settings[key] = Value({"training": bool(training[0].get(key)),
+                                   "regularization": bool(regularization[0].get(key))}, origin)
+        else:
             raise KohyaConfigError(f"{path.name}: {key} differs between subsets; LoRA Lab applies it to the whole "
-                                   f"dataset. Give every subset the same {key} (in [general]).")
-        if values:
-            settings[key] = Value(next(subset[key] for subset in subsets if key in subset), f"{path.name} subsets")
+                                   f"dataset{' (flip_aug: or to all training / all regularization subsets)' if key == 'flip_aug' else ''}. "
+                                   f"Give every subset the same {key} (in [general]).")
     settings.update(_placed(training, "image_dir", path, f"{path.name} subsets"))
     if len(regularization) > 1:
         raise KohyaConfigError(f"{path.name}: LoRA Lab reads one regularization subset; put the regularization "
@@ -67,6 +74,10 @@ def read_dataset_config(path: pathlib.Path) -> Settings:
     for subset in regularization:
         settings.update(_placed([subset], "reg_image_dir", path, f"{path.name} subsets", regularization=True))
     return settings
+
+
+def _same_within(subsets: list[dict[str, Any]], key: str) -> bool:
+    return len({bool(subset.get(key)) for subset in subsets}) <= 1
 
 
 def _placed(subsets: list[dict[str, Any]], key: str, path: pathlib.Path, origin: str,

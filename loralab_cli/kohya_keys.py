@@ -347,6 +347,15 @@ def _bucket_limits(resolution: int) -> tuple[int, int]:
     return default_side_limits(resolution, BUCKET_STEP)
 
 
+def _flip(value: Any, key: str, settings: Settings, run: KohyaRun) -> None:
+    """One flip_aug for the dataset, or (a dataset config whose subsets differ) one per kind of subset."""
+    if isinstance(value, dict):
+        for kind, flip in value.items():
+            run.inputs[(COMMAND, f"flip_{kind}")] = _typed(_flag, flip, key, settings)
+        return
+    run.inputs[(TRAIN, "flip_augment")] = _typed(_flag, value, key, settings)
+
+
 def _caption_extension(value: Any, key: str, settings: Settings, run: KohyaRun) -> None:
     text = str(value).strip()
     text = text if text.startswith(".") else f".{text}"
@@ -423,7 +432,9 @@ _KEYS = [
     KohyaKey("keep_tokens", "Train LoRA.keep_tokens", _to(TRAIN, "keep_tokens", _whole), 0),
     KohyaKey("shuffle_caption", "Train LoRA.caption_shuffle", _to(TRAIN, "caption_shuffle", _flag), False),
     KohyaKey("caption_dropout_rate", "Train LoRA.caption_dropout", _to(TRAIN, "caption_dropout", _number), 0.0),
-    KohyaKey("flip_aug", "Train LoRA.flip_augment", _to(TRAIN, "flip_augment", _flag), False),
+    KohyaKey("flip_aug", "Train LoRA.flip_augment", _flip, False,
+             note="a dataset config may flip only the regularization subset, or only the training one (the command "
+                  "flips those images; a workflow cannot)"),
     KohyaKey("validation_split", "Train LoRA.validation_split", _to(TRAIN, "validation_split", _number), 0.0),
     KohyaKey("color_aug", "(refused if true)", _accepting(False, "LoRA Lab has no colour augmentation")),
     KohyaKey("random_crop", "(refused if true)", _accepting(False, "LoRA Lab centre-crops to the bucket")),

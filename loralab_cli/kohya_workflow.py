@@ -19,6 +19,11 @@ WORKFLOW_DECIDES = {
 
 def apply_kohya_run(workflow: Workflow, run: KohyaRun) -> tuple[Workflow, list[str]]:
     """A copy of `workflow` with the run's inputs set on every node of each type, and the notes to show."""
+    per_subset = [name for (node, name) in run.inputs if node == COMMAND and name.startswith("flip_")]
+    if per_subset:
+        raise CliError(f"{run.name}: flip_aug differs between the dataset config's subsets; Load Dataset has no input "
+                       "for that, so only `python -m loralab_cli train` can train it. Give every subset the same "
+                       "flip_aug to use the config in a workflow.")
     result = copy.deepcopy(workflow)
     notes = list(run.notes)
     for node, class_type in NODE_TYPES.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import os
 import pathlib
@@ -215,6 +216,7 @@ def train_one(nodes: Any, run: KohyaRun, model: tuple[Any, Any, Any], printer: E
     output_dir.mkdir(parents=True, exist_ok=True)
     with _comfy_folders(output_dir), _dataset_roots(run), torch.inference_mode():
         dataset, report = _node(nodes, DATASET).load(**_dataset_inputs(nodes, run, model))["result"]
+        dataset = with_subset_flips(dataset, run)
         report_path = write_report(nodes, output_dir, run.get(SAVE, "filename_prefix"), report)
         printer.print(f"dataset report: {report_path}")
         train_inputs = {**_defaults(nodes, TRAIN), **run.node_inputs(TRAIN)}
@@ -235,6 +237,17 @@ def train_one(nodes: Any, run: KohyaRun, model: tuple[Any, Any, Any], printer: E
         printer.print(f"wrote {path}")
     steps = len(lora.loss_history)
     return Trained(run.name, files, time.monotonic() - started, steps, steps * train_inputs["batch_size"])
+
+
+def with_subset_flips(dataset: Any, run: KohyaRun) -> Any:
+    """kohya's per-subset flip_aug (a dataset config flipping only its regularization or only its training subset):
+    those images are mirrored at random, the others never."""
+    flips = {False: run.get(COMMAND, "flip_training"), True: run.get(COMMAND, "flip_regularization")}
+    if flips == {False: None, True: None}:
+        return dataset
+    images = tuple(dataclasses.replace(image, flip_augment=bool(flips[image.is_regularization]))
+                   for image in dataset.images)
+    return dataclasses.replace(dataset, images=images)
 
 
 def _node(nodes: Any, node: str) -> Any:

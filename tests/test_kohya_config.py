@@ -217,10 +217,15 @@ def dataset_config(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
     return path
 
 
-def test_kohyas_dataset_config_fixture_names_the_option_that_differs_between_subsets():
-    with pytest.raises(KohyaConfigError, match="flip_aug differs between subsets; LoRA Lab applies it to the whole "
-                                               "dataset"):
-        read_dataset_config(FIXTURES / "dataset_config.toml")
+def test_kohyas_dataset_config_fixture_flips_its_regularization_subset_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = load_run(FIXTURES / "training_config.toml", FIXTURES / "dataset_config.toml", {})
+    assert run.get(COMMAND, "flip_training") is False and run.get(COMMAND, "flip_regularization") is True
+    assert (TRAIN, "flip_augment") not in run.inputs or run.get(TRAIN, "flip_augment") is False
+    mixed = (FIXTURES / "dataset_config.toml").read_text().replace('class_tokens = "sks dog"\n',
+                                                                     'class_tokens = "sks dog"\n  keep_tokens = 2\n')
+    with pytest.raises(KohyaConfigError, match="keep_tokens differs between subsets; LoRA Lab applies it to the whole"):
+        read_dataset_config(dataset_config(tmp_path, mixed))
 
 
 def test_a_dataset_config_maps_onto_load_dataset_and_training(tmp_path, monkeypatch):

@@ -101,6 +101,34 @@ def test_two_configs_train_two_loras_with_one_model_load_and_sweep_each(tmp_path
     assert all(f"wrote {grid}" in log for grid in grids)
 
 
+def test_kohyas_dataset_config_trains_flipping_only_its_regularization_subset(tmp_path, monkeypatch, capsys):
+    folder = guide_folder(tmp_path)
+    make_sample_dataset(folder / "training_data", count=1, size=64, repeats=10, name="sks dog", seed=1)
+    make_sample_dataset(folder / "reg_data", count=1, size=64, repeats=1, name="dog", seed=2)
+    shutil.copy(GUIDE.with_name("dataset_config.toml"), folder / "dataset_config.toml")
+    trained_on, encoded = [], []
+    train_class = train_command.comfy_runtime.boot(None).NODE_CLASS_MAPPINGS["LoraLabTrainLoRA"]
+    real_train, real_encode = train_class.train, comfy.sd.VAE.encode
+
+    def recording_train(self, **inputs):
+        trained_on.append(inputs["dataset"])
+        return real_train(self, **inputs)
+
+    def counting_encode(self, pixels, *args, **kwargs):
+        encoded.append(pixels.shape)
+        return real_encode(self, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(train_class, "train", recording_train)
+    monkeypatch.setattr(comfy.sd.VAE, "encode", counting_encode)
+    monkeypatch.chdir(folder)
+    status = train_command.main(["--config", "training_config.toml", "--dataset_config", "dataset_config.toml",
+                                 *SHORTER, "--max_train_epochs", "1", "--network_train_unet_only"])
+    assert status == 0, capsys.readouterr().err[-4000:]
+    flips = {image.path.parent.name: image.flip_augment for image in trained_on[0].images}
+    assert flips == {"10_sks dog": False, "1_dog": True}
+    assert len(encoded) == 3  # the training image, the regularization image and its mirror
+
+
 def test_a_sweep_input_is_typed_as_strength_sweep_declares_it(capsys):
     assert train_command.main(["--config", str(GUIDE), "--sweep", "x", "--sweep-set", "steps=many", "--cpu"]) == 2
     assert "--sweep-set steps: expects a whole number, got 'many'" in capsys.readouterr().err
