@@ -12,7 +12,7 @@ import sys
 import comfy.sd
 from harness.datasets import make_sample_dataset
 from harness.models import detectable_sd15_checkpoint
-from harness.runtime import REPO_ROOT
+from harness.runtime import REPO_ROOT, boot
 from safetensors import safe_open
 
 from loralab_cli import train_command
@@ -107,7 +107,7 @@ def test_kohyas_dataset_config_trains_flipping_only_its_regularization_subset(tm
     make_sample_dataset(folder / "reg_data", count=1, size=64, repeats=1, name="dog", seed=2)
     shutil.copy(GUIDE.with_name("dataset_config.toml"), folder / "dataset_config.toml")
     trained_on, encoded = [], []
-    train_class = train_command.comfy_runtime.boot(None).NODE_CLASS_MAPPINGS["LoraLabTrainLoRA"]
+    train_class = boot().NODE_CLASS_MAPPINGS["LoraLabTrainLoRA"]
     real_train, real_encode = train_class.train, comfy.sd.VAE.encode
 
     def recording_train(self, **inputs):
