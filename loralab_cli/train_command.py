@@ -51,7 +51,7 @@ exit status: 0 every LoRA trained; 1 a run failed; 2 a config or flag was refuse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m loralab_cli train", epilog=EPILOG,
+    parser = argparse.ArgumentParser(prog="python -m loralab_cli train", epilog=EPILOG, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Train LoRAs from kohya sd-scripts config files, without a server.")
     parser.add_argument("--config", "--config_file", dest="configs", action="append", type=pathlib.Path, default=[],
