@@ -19,7 +19,8 @@ NODE_TYPES = {TRAIN: "LoraLabTrainLoRA", DATASET: "LoraLabLoadDataset", SAVE: "L
 COMMAND_LINE = "the command line"
 NO_DEFAULT = object()
 OPTIMIZERS = {"adamw": "AdamW", "adamw8bit": "AdamW8bit"}  # kohya's optimizer_type, lower-cased -> ours
-SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+SCHEDULERS = (  # the node's choices (tests/test_kohya_config.py holds them equal)
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
 SAVE_PRECISIONS = {"float": "fp32", "fp16": "fp16", "bf16": "bf16"}
 LYCORIS_ALGOS = {"lora": "LoCon", "locon": "LoCon", "loha": "LoHa", "lokr": "LoKr"}  # lycoris.kohya algo -> network

@@ -261,3 +261,20 @@ def test_the_readme_table_is_the_key_table():
 
     readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert readme_table() in readme, "README's kohya key table is out of date: paste kohya_config.readme_table()"
+
+
+def test_the_tables_choices_are_the_nodes_choices():
+    """The table checks values early (all problems at once, before a model loads); the nodes decide what exists."""
+    from harness.runtime import boot
+
+    from loralab_cli import kohya_keys
+
+    def choices(node_type: str, name: str) -> set:
+        return set(boot().NODE_CLASS_MAPPINGS[node_type].INPUT_TYPES()["required"][name][0])
+
+    assert set(kohya_keys.SCHEDULERS) == choices("LoraLabTrainLoRA", "lr_scheduler")
+    assert set(kohya_keys.OPTIMIZERS.values()) <= choices("LoraLabTrainLoRA", "optimizer")
+    assert set(kohya_keys.PRECISIONS.values()) <= choices("LoraLabTrainLoRA", "mixed_precision")
+    assert set(kohya_keys.LYCORIS_ALGOS.values()) | {"LoRA"} <= choices("LoraLabTrainLoRA", "network")
+    assert set(kohya_keys.SAVE_PRECISIONS.values()) <= choices("LoraLabSaveLoRA", "dtype")
+    assert set(kohya_keys.CAPTION_EXTENSIONS) == choices("LoraLabLoadDataset", "caption_extension")
