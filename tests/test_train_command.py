@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -166,3 +167,28 @@ def test_a_kohya_config_sets_the_workflows_training_inputs(tmp_path, monkeypatch
     assert isinstance(train["model"], list)  # links stay links
     assert any("the workflow loads its own model" in note for note in notes)
     assert workflow != result  # the loaded workflow is left alone
+
+
+def test_ctrl_c_keeps_the_state_and_the_printed_resume_finishes_the_run(tmp_path):
+    folder = guide_folder(tmp_path)
+    command = [sys.executable, "-m", "loralab_cli", "train", "--config", "training_config.toml", *SHORTER,
+               "--max_train_epochs", "3", "--network_train_unet_only"]
+    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    running = subprocess.Popen(command, cwd=folder, stderr=subprocess.PIPE, text=True, env=environment)
+    seen = []
+    for line in running.stderr:
+        seen.append(line)
+        if line.startswith("step 1/3"):
+            running.send_signal(signal.SIGINT)  # as Ctrl-C in the terminal
+            break
+    rest = running.communicate(timeout=900)[1]
+    log = "".join(seen) + rest
+    assert running.returncode == 130, log[-4000:]
+    resume = next(line.split("--resume ", 1)[1].strip() for line in log.splitlines() if "continue with --resume" in line)
+    assert pathlib.Path(resume).parent == folder / "output" / "loralab" / "training_state"
+    assert not (folder / "output" / "my_lora.safetensors").exists()
+
+    done = subprocess.run(command + ["--resume", resume], cwd=folder, capture_output=True, text=True, timeout=900,
+                          env=environment)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert metadata(folder / "output" / "my_lora.safetensors")["ss_steps"] == "3"
