@@ -399,6 +399,11 @@ def where(key: str, settings: Settings) -> str:
 
 # ---------------------------------------------------------------- the table
 
+
+def _ignored_keys(why: str, *names: str) -> list[KohyaKey]:
+    return [KohyaKey(name, "(ignored)", _ignored(why)) for name in names]
+
+
 KOHYA_DEFAULT_LEARNING_RATE = 2e-6
 KOHYA_DEFAULT_RANK = 4
 KOHYA_DEFAULT_NETWORK = "networks.lora"
@@ -502,19 +507,14 @@ _KEYS = [
     KohyaKey("sample_every_n_epochs", "Train LoRA.sample_every_n_epochs", _to(TRAIN, "sample_every_n_epochs", _whole)),
     KohyaKey("sample_sampler", "(ignored)", _ignored("samples are rendered with euler (the trained LoRA is the same)")),
     KohyaKey("training_comment", "(ignored)", _ignored("LoRA Lab's metadata records the settings themselves")),
-    KohyaKey("logging_dir", "(ignored)", _ignored("LoRA Lab draws its own loss chart")),
-    KohyaKey("log_with", "(ignored)", _ignored("LoRA Lab draws its own loss chart")),
-    KohyaKey("log_prefix", "(ignored)", _ignored("LoRA Lab draws its own loss chart")),
-    KohyaKey("xformers", "(ignored)", _ignored("ComfyUI picks the attention kernel; it changes speed only")),
-    KohyaKey("sdpa", "(ignored)", _ignored("ComfyUI picks the attention kernel; it changes speed only")),
-    KohyaKey("mem_eff_attn", "(ignored)", _ignored("ComfyUI picks the attention kernel; it changes speed only")),
-    KohyaKey("lowram", "(ignored)", _ignored("ComfyUI manages memory")),
-    KohyaKey("highvram", "(ignored)", _ignored("ComfyUI manages memory")),
+    *_ignored_keys("LoRA Lab draws its own loss chart", "logging_dir", "log_with", "log_prefix"),
+    *_ignored_keys("ComfyUI picks the attention kernel; it changes speed only", "xformers", "sdpa", "mem_eff_attn"),
+    *_ignored_keys("ComfyUI manages memory", "lowram", "highvram"),
     KohyaKey("vae_batch_size", "(ignored)", _ignored("it changes speed only")),
     KohyaKey("no_half_vae", "(ignored)", _ignored("ComfyUI picks the VAE's precision")),
 ]
 KOHYA_KEYS: dict[str, KohyaKey] = {key.name: key for key in _KEYS}
-# Read only through another key's converter (order matters: rank before alpha, batch size before warm-up).
+# Converted first: other keys read what these set (rank before alpha, batch size before warm-up).
 ORDER = ("resolution", "train_batch_size", "batch_size", "network_dim", "network_module")
 
 
