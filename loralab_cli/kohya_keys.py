@@ -315,13 +315,16 @@ def path_from(value: Any, key: str, settings: Settings) -> pathlib.Path:
     return pathlib.Path(text).expanduser().absolute()
 
 
-def _checkpoint(value: Any, key: str, settings: Settings, run: KohyaRun) -> None:
-    path = path_from(value, key, settings)
-    if path.suffix.lower() not in (".safetensors", ".sft"):
-        raise KohyaConfigError(f"{where(key, settings)} = {str(value)!r}: LoRA Lab loads a single-file .safetensors "
-                               "checkpoint (no diffusers folder, Hugging Face id or pickled .ckpt); convert it, or "
-                               "point at the .safetensors file.")
-    run.inputs[(COMMAND, "checkpoint")] = str(path)
+def _safetensors_file(name: str, what: str) -> Converter:
+    """A model file the command loads: single-file .safetensors only (no pickle, no diffusers folder or hub id)."""
+    def convert(value: Any, key: str, settings: Settings, run: KohyaRun) -> None:
+        path = path_from(value, key, settings)
+        if path.suffix.lower() not in (".safetensors", ".sft"):
+            raise KohyaConfigError(f"{where(key, settings)} = {str(value)!r}: LoRA Lab loads a single-file .safetensors "
+                                   f"{what} (no diffusers folder, Hugging Face id or pickled .ckpt); convert it, or "
+                                   "point at the .safetensors file.")
+        run.inputs[(COMMAND, name)] = str(path)
+    return convert
 
 
 def _buckets_on(value: Any, key: str, settings: Settings, run: KohyaRun) -> None:
@@ -410,7 +413,10 @@ KOHYA_DEFAULT_NETWORK = "networks.lora"
 
 _KEYS = [
     # model
-    KohyaKey("pretrained_model_name_or_path", "command: checkpoint", _checkpoint, note="a .safetensors checkpoint file"),
+    KohyaKey("pretrained_model_name_or_path", "command: checkpoint", _safetensors_file("checkpoint", "checkpoint"),
+             note="a .safetensors checkpoint file"),
+    KohyaKey("vae", "command: VAE", _safetensors_file("vae", "VAE"),
+             note="a .safetensors VAE file, used instead of the checkpoint's"),
     KohyaKey("v2", "command: checked", _checked_later, note="ComfyUI detects it from the checkpoint; a mismatch is refused"),
     KohyaKey("v_parameterization", "command: checked", _checked_later,
              note="ComfyUI detects it from the checkpoint; a mismatch is refused"),

@@ -147,7 +147,7 @@ def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: fl
               sweep: dict[str, Any] | None = None) -> int:
     """Train each run in turn, loading each distinct checkpoint once; returns the exit status."""
     started = time.monotonic()
-    models: dict[str, tuple[Any, Any, Any]] = {}
+    loaded: dict[str, Any] = {}
     trained: list[Trained] = []
     with _headless_server(printer), _cancel_on_ctrl_c():
         for index, run in enumerate(runs, start=1):
@@ -155,11 +155,9 @@ def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: fl
             for note in run.notes:
                 printer.print(f"note: {note}")
             try:
-                checkpoint = run.inputs[(COMMAND, "checkpoint")]
-                if checkpoint not in models:
-                    models[checkpoint] = load_checkpoint(checkpoint, printer)
-                check_model_type(run, models[checkpoint][0])
-                trained.append(train_one(nodes, run, models[checkpoint], printer, sweep))
+                model = models_for(run, loaded, printer)
+                check_model_type(run, model[0])
+                trained.append(train_one(nodes, run, model, printer, sweep))
             except KeyboardInterrupt:
                 printer.print("cancelled.")
                 return CANCELLED_EXIT
@@ -173,6 +171,32 @@ def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: fl
                 return FAILED_EXIT
     print_summary(trained, time.monotonic() - started, price, printer)
     return 0
+
+
+def models_for(run: KohyaRun, loaded: dict[str, Any], printer: EventPrinter) -> tuple[Any, Any, Any]:
+    """MODEL, CLIP and VAE for a run; each file (checkpoint, separate VAE) is loaded once for all runs."""
+    checkpoint, vae_file = run.get(COMMAND, "checkpoint"), run.get(COMMAND, "vae")
+    if checkpoint not in loaded:
+        loaded[checkpoint] = load_checkpoint(checkpoint, printer)
+    model, clip, vae = loaded[checkpoint]
+    if vae_file is not None:
+        if vae_file not in loaded:
+            loaded[vae_file] = load_vae(vae_file, printer)
+        vae = loaded[vae_file]
+    return model, clip, vae
+
+
+def load_vae(path: str, printer: EventPrinter) -> Any:
+    """A VAE file, as VAELoader loads one."""
+    import comfy.sd
+    import comfy.utils
+
+    if not pathlib.Path(path).is_file():
+        raise KohyaConfigError(f"vae {path} does not exist.")
+    printer.print(f"Loading VAE {path}")
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(path, safe_load=True))
+    vae.throw_exception_if_invalid()
+    return vae
 
 
 def load_checkpoint(path: str, printer: EventPrinter) -> tuple[Any, Any, Any]:

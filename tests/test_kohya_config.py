@@ -35,6 +35,7 @@ def resolved(expected: dict, folder: pathlib.Path) -> dict:
 # key: (value, {(node, input): expected}); every Train LoRA / Load Dataset / Save LoRA / command target has one.
 SETTING_EXAMPLES = {
     "pretrained_model_name_or_path": ("other.safetensors", {(COMMAND, "checkpoint"): absolute("other.safetensors")}),
+    "vae": ("vae.safetensors", {(COMMAND, "vae"): absolute("vae.safetensors")}),
     "v2": (True, {(COMMAND, "v2"): True}),
     "v_parameterization": (True, {(COMMAND, "v_parameterization"): True}),
     "train_data_dir": ("elsewhere", {(DATASET, "path"): absolute("elsewhere")}),
@@ -161,7 +162,8 @@ def test_an_unknown_key_is_refused_with_the_nearest_known_one():
     ("network_args", ["dropout=0.1"], ["dropout=0.1", "no such network option"]),
     ("resolution", "512,768", ["square"]),
     ("caption_extension", ".md", ["'.md'", ".txt or .caption"]),
-    ("pretrained_model_name_or_path", "runwayml/stable-diffusion-v1-5", ["single-file .safetensors"]),
+    ("pretrained_model_name_or_path", "runwayml/stable-diffusion-v1-5", ["single-file .safetensors checkpoint"]),
+    ("vae", "vae-ft-mse.ckpt", ["single-file .safetensors VAE", "pickled .ckpt"]),
     ("lr_warmup_steps", 0.1, ["fraction", "number of steps"]),
 ])
 def test_an_unsupported_value_names_the_key_the_value_and_the_choices(key, value, words):

@@ -15,6 +15,7 @@ from harness.datasets import make_sample_dataset
 from harness.models import detectable_sd15_checkpoint
 from harness.runtime import REPO_ROOT, boot
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from loralab_cli import train_command
 from loralab_cli.kohya_config import load_run
@@ -78,7 +79,11 @@ def test_the_guides_config_trains_through_the_command(tmp_path):
 def test_two_configs_train_two_loras_with_one_model_load_and_sweep_each(tmp_path, monkeypatch, capsys):
     folder = guide_folder(tmp_path)
     second = folder / "second.toml"
-    second.write_text(GUIDE.read_text().replace('output_name = "my_lora"', 'output_name = "other_lora"'))
+    second.write_text(GUIDE.read_text().replace('output_name = "my_lora"', 'output_name = "other_lora"')
+                      .replace("[model]\n", '[model]\nvae = "./models/vae.safetensors"\n'))
+    with safe_open(str(detectable_sd15_checkpoint()), "pt") as checkpoint:  # the checkpoint's own VAE, as a file
+        save_file({key.removeprefix("first_stage_model."): checkpoint.get_tensor(key) for key in checkpoint.keys()
+                   if key.startswith("first_stage_model.")}, str(folder / "models" / "vae.safetensors"))
     loads = []
     real_loader = comfy.sd.load_checkpoint_guess_config
 
@@ -94,7 +99,7 @@ def test_two_configs_train_two_loras_with_one_model_load_and_sweep_each(tmp_path
     log = capsys.readouterr().err
     assert status == 0, log[-4000:]
     assert loads == [str(folder / "models" / "sd" / "v1-5-pruned.safetensors")]
-    assert log.count("Loading checkpoint ") == 1
+    assert log.count("Loading checkpoint ") == 1 and log.count("Loading VAE ") == 1  # the second config's VAE
     assert (folder / "output" / "my_lora.safetensors").is_file() and (folder / "output" / "other_lora.safetensors").is_file()
     assert "[1/2 training_config.toml] " in log and "[2/2 second.toml] " in log and "done: 2 LoRAs in " in log
     grids = sorted((folder / "output" / "loralab" / "sweeps").glob("*.png"))
