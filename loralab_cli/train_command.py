@@ -146,6 +146,8 @@ def sweep_inputs(nodes: Any, prompts: list[str], sets: list[str]) -> dict[str, A
 def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: float | None,
               sweep: dict[str, Any] | None = None) -> int:
     """Train each run in turn, loading each distinct checkpoint once; returns the exit status."""
+    import comfy.model_management as mm
+
     started = time.monotonic()
     loaded: dict[str, Any] = {}
     trained: list[Trained] = []
@@ -161,12 +163,12 @@ def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: fl
             except KeyboardInterrupt:
                 printer.print("cancelled.")
                 return CANCELLED_EXIT
+            except mm.InterruptProcessingException as error:  # a BaseException in current ComfyUI
+                state = getattr(error.__cause__, "state_dir", None)  # Train LoRA's TrainingCancelled
+                printer.print(f"cancelled: continue with --resume {state}" if state else
+                              "cancelled before the first step ended: nothing to resume")
+                return CANCELLED_EXIT
             except Exception as error:  # noqa: BLE001  (the user sees the node's message, as ComfyUI shows it)
-                if _is_interrupt(error):
-                    state = getattr(error.__cause__, "state_dir", None)  # Train LoRA's TrainingCancelled
-                    printer.print(f"cancelled: continue with --resume {state}" if state else
-                                  "cancelled before the first step ended: nothing to resume")
-                    return CANCELLED_EXIT
                 printer.print(f"error: {run.name}: {error}")
                 return FAILED_EXIT
     print_summary(trained, time.monotonic() - started, price, printer)
@@ -371,12 +373,6 @@ def _cancel_on_ctrl_c():
     finally:
         signal.signal(signal.SIGINT, saved)
         mm.interrupt_current_processing(False)
-
-
-def _is_interrupt(error: Exception) -> bool:
-    import comfy.model_management as mm
-
-    return isinstance(error, mm.InterruptProcessingException)
 
 
 def print_summary(trained: list[Trained], seconds: float, price: float | None, printer: EventPrinter) -> None:
