@@ -25,7 +25,7 @@ PRECISIONS = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
 SAVE_PRECISIONS = {"float": "fp32", "fp16": "fp16", "bf16": "bf16"}
 LYCORIS_ALGOS = {"lora": "LoCon", "locon": "LoCon", "loha": "LoHa", "lokr": "LoKr"}  # lycoris.kohya algo -> network
 CAPTION_EXTENSIONS = (".txt", ".caption")
-BUCKET_STEP = 64  # SD families' bucket grid (trainer.families)
+BUCKET_STEP = 64  # SD families' bucket grid (trainer.models.families)
 
 
 class KohyaConfigError(ValueError):
@@ -346,7 +346,7 @@ def _bucket_side(which: int) -> Converter:
 
 
 def _bucket_limits(resolution: int) -> tuple[int, int]:
-    from trainer.buckets import default_side_limits  # pure maths, importable without ComfyUI
+    from trainer.data.buckets import default_side_limits  # pure maths, importable without ComfyUI
 
     return default_side_limits(resolution, BUCKET_STEP)
 

@@ -296,7 +296,7 @@ def _dataset_inputs(nodes: Any, run: KohyaRun, model: tuple[Any, Any, Any]) -> d
 
 def write_report(nodes: Any, output_dir: pathlib.Path, output_name: str, report: str) -> pathlib.Path:
     """The dataset report beside the LoRA, under a free name (never replacing a file)."""
-    atomic_files = _pack_module(nodes, "trainer.atomic_files")
+    atomic_files = _pack_module(nodes, "trainer.files.atomic_files")
     stem = output_dir / f"{output_name}{REPORT_SUFFIX.removesuffix('.txt')}"
     for counter in range(1, 10000):
         path = stem.with_name(f"{stem.name}{'' if counter == 1 else f'_{counter}'}.txt")

@@ -6,12 +6,14 @@ import dataclasses
 import comfy.model_management
 import comfy.utils
 
-from ..trainer.captioning import CaptionRun, CaptionSettings, caption_dataset, captioner_names, register_model_folder
-from ..trainer.dataset_loader import display_name
-from ..trainer.dataset_report import caption_findings, clip_token_counter
-from ..trainer.dataset_roots import comfy_dataset_roots
+from ..trainer.captioning import CaptionRun, CaptionSettings, caption_dataset, register_model_folder
+from ..trainer.data.findings import caption_findings
+from ..trainer.data.loading import display_name
+from ..trainer.data.roots import comfy_dataset_roots
+from ..trainer.data.tokens import clip_token_counter
 from .comfy_progress import log
 from .finite_inputs import refuse_non_finite_floats
+from .setting_inputs import setting_inputs, settings_from
 from .types import CATEGORY, DATASET
 
 register_model_folder()  # models/captioners shows in /models and honours extra_model_paths.yaml
@@ -30,30 +32,12 @@ class AutoCaption:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "dataset": (DATASET,),
-                "captioner": (captioner_names(), {"tooltip": "WD14 taggers give booru tags; BLIP and Florence-2 a sentence. Weights go in models/captioners/<name> (downloaded on first use)."}),
-                "trigger_word": ("STRING", {"default": "", "tooltip": "Goes first in every caption. Empty: the image's class tokens (from its N_name folder or Load Dataset)."}),
-                "mode": (["fill_missing", "overwrite", "memory_only"], {"default": "fill_missing", "tooltip": "fill_missing: caption only images without a caption file. overwrite: caption all, keeping each old caption as .bak. memory_only: caption all for this run, write nothing."}),
-                "exclude_tags": ("STRING", {"default": "", "tooltip": "Comma-separated tags to leave out (e.g. what the trigger word should absorb)."}),
-                "general_threshold": ("FLOAT", {"default": 0.35, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "WD14: minimum score for general tags."}),
-                "character_threshold": ("FLOAT", {"default": 0.85, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip": "WD14: minimum score for character tags."}),
-                "replace_underscores": ("BOOLEAN", {"default": True, "tooltip": "long_hair -> long hair (kaomoji such as ^_^ are kept)."}),
-                "max_tags": ("INT", {"default": 40, "min": 1, "max": 500, "tooltip": "Most tags per caption after the trigger word; CLIP reads only 75 tokens."}),
-            },
-            "optional": {
-                "include_regularization": ("BOOLEAN", {"default": False, "tooltip": "Also caption regularization images."}),
-            },
-        }
+        return {"required": {"dataset": (DATASET,), **setting_inputs(CaptionSettings)},
+                "optional": setting_inputs(CaptionSettings, optional=True)}
 
     @refuse_non_finite_floats
-    def caption(self, dataset, captioner, trigger_word, mode, exclude_tags, general_threshold, character_threshold,
-                replace_underscores, max_tags, include_regularization=False):
-        settings = CaptionSettings.from_inputs(
-            captioner=captioner, trigger_word=trigger_word, mode=mode, exclude_tags=exclude_tags,
-            general_threshold=general_threshold, character_threshold=character_threshold,
-            replace_underscores=replace_underscores, max_tags=max_tags, include_regularization=include_regularization)
+    def caption(self, dataset, **inputs):
+        settings = settings_from(CaptionSettings, inputs)
         progress: list[comfy.utils.ProgressBar] = []
 
         def after_image(done: int, total: int) -> None:

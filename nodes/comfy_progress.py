@@ -6,12 +6,12 @@ import logging
 import comfy.model_management as mm
 import comfy.utils
 
-from ..trainer.image_files import to_pil
-from ..trainer.progress import EpochReport, StepReport
+from ..trainer.files.image_files import to_pil
+from ..trainer.training.progress import EpochReport, StepReport
 
 log = logging.getLogger("LoRA Lab")
 EVENT = "loralab.train"
-SWEEP_PREVIEW_SIZE = 512
+PREVIEW_SIZE = 512  # the longest side of an image previewed on the node
 
 
 def _server():
@@ -62,12 +62,12 @@ class SweepProgress:
         if images_done != self.images_done:
             self.images_done = images_done
             send_text(f"image {images_done}/{images}", self.node_id)
-        preview = None if finished_image is None else ("PNG", to_pil(finished_image), SWEEP_PREVIEW_SIZE)
+        preview = None if finished_image is None else ("PNG", to_pil(finished_image), PREVIEW_SIZE)
         self.bar.update_absolute(steps_done, steps_total, preview)
 
 
 class ComfyObserver:
-    """Implements trainer.progress.TrainingObserver for a node run inside ComfyUI."""
+    """Implements trainer.training.run.RunObserver for a node run inside ComfyUI."""
 
     def __init__(self, node_id: str | None) -> None:
         self.node_id = node_id
@@ -118,6 +118,11 @@ class ComfyObserver:
         log.info(text)
         self._event({"kind": "epoch", "epoch": report.epoch, "epochs": report.total_epochs,
                      "loss": report.train_loss, "validation_loss": report.validation_loss})
+
+    def on_sample(self, epoch: int, index: int, total: int, image) -> None:
+        self.on_stage(f"epoch {epoch}: sample {index + 1}/{total} rendered")
+        bar = self.progress_bar or comfy.utils.ProgressBar(1, node_id=self.node_id)
+        bar.update_absolute(bar.current, bar.total, ("PNG", to_pil(image), PREVIEW_SIZE))
 
     def interrupted(self) -> bool:
         return mm.processing_interrupted()

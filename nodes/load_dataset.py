@@ -5,12 +5,12 @@ import dataclasses
 
 import folder_paths
 
-from ..trainer.dataset_loader import CAPTION_EXTENSIONS, folder_fingerprint, load_dataset
-from ..trainer.dataset_report import build_report, clip_token_counter
-from ..trainer.dataset_roots import comfy_dataset_roots, resolve_dataset_path, restrict_comfy_listing
+from ..trainer.data.images import IMAGE_EXTENSIONS
+from ..trainer.data.loading import CAPTION_EXTENSIONS, folder_fingerprint, load_dataset
+from ..trainer.data.report import build_report, clip_token_counter
+from ..trainer.data.roots import comfy_dataset_roots, resolve_dataset_path, restrict_comfy_listing
 from ..trainer.errors import LoraLabError, SettingsError
-from ..trainer.families import detect_family
-from ..trainer.images import IMAGE_EXTENSIONS
+from ..trainer.models.families import detect_family
 from .types import CATEGORY, DATASET
 
 restrict_comfy_listing(set(IMAGE_EXTENSIONS) | set(CAPTION_EXTENSIONS))  # /models/loralab_datasets: images and captions only

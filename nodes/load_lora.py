@@ -7,8 +7,8 @@ import folder_paths
 import torch
 
 from ..trainer.errors import LoraFileError
-from ..trainer.lora_import import import_lora
-from ..trainer.lora_io import read_lora_file
+from ..trainer.files.lora_import import import_lora
+from ..trainer.files.lora_io import read_lora_file
 from .types import CATEGORY, LORA
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import comfy.model_management as mm
 import folder_paths
 
-from ..trainer.lora_io import SAVE_DTYPES, save_lora_files
+from ..trainer.files.lora_io import SAVE_DTYPES, save_lora_files
 from .comfy_progress import log
 from .types import CATEGORY, LORA
 

@@ -5,11 +5,11 @@ import comfy.model_management as mm
 import folder_paths
 
 from ..trainer.cpu_threads import fits_threads_to_load
-from ..trainer.filename_prefix import prefix_parts
-from ..trainer.grid_image import grid_metadata, render_grid
-from ..trainer.image_files import png_info, save_output_png, to_pil
-from ..trainer.sampling import MAX_CFG, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, SamplingSettings, sweep_images
-from ..trainer.sweep import plan_sweep
+from ..trainer.files.filename_prefix import prefix_parts
+from ..trainer.files.image_files import png_info, save_output_png, to_pil
+from ..trainer.sweep.grid import grid_metadata, render_grid
+from ..trainer.sweep.plan import plan_sweep
+from ..trainer.sweep.rendering import MAX_CFG, MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, SamplingSettings, sweep_images
 from .comfy_progress import SweepProgress
 from .finite_inputs import refuse_non_finite_floats
 from .types import CATEGORY, LORA

@@ -19,16 +19,15 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path[:0] = [str(REPO)]
 
+from comfy_server import ComfyServer, comfyui_path, comfyui_version  # noqa: E402
 from demo_reuse import DemoFile, earlier_run, remember_run, run_key  # noqa: E402
-from harness.runtime import comfyui_path, comfyui_version  # noqa: E402
-from harness.server import ComfyServer  # noqa: E402
 from loralab_cli.main import Outcome, build_parser, execute, listen_for_ctrl_c, prepare_runs  # noqa: E402
 from loralab_cli.progress import ProgressDisplay, format_duration  # noqa: E402
 from loralab_cli.workflow import CliError, Run, Workflow, is_link, load_workflow  # noqa: E402
-from trainer.dataset_loader import load_dataset  # noqa: E402
-from trainer.dataset_roots import ENVIRONMENT_VARIABLE as DATASET_ROOTS_VARIABLE  # noqa: E402
+from trainer.data.loading import load_dataset  # noqa: E402
+from trainer.data.roots import ENVIRONMENT_VARIABLE as DATASET_ROOTS_VARIABLE  # noqa: E402
 from trainer.errors import DatasetError  # noqa: E402
 from trainer.toy_world.concept_dataset import write_concept_dataset  # noqa: E402  (generated data, no download)
 

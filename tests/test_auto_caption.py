@@ -12,7 +12,7 @@ from PIL import Image
 from harness import runtime
 from harness.datasets import BLIP_WORDS, make_tiny_blip, make_tiny_florence, make_tiny_wd14_tagger
 
-loader = runtime.pack("trainer.dataset_loader")
+loader = runtime.pack("trainer.data.loading")
 errors = runtime.pack("trainer.errors")
 
 @pytest.fixture(scope="module")

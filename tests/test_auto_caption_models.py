@@ -18,7 +18,7 @@ from harness import runtime
 from harness.datasets import make_tiny_blip, make_tiny_wd14_tagger
 
 errors = runtime.pack("trainer.errors")
-loader = runtime.pack("trainer.dataset_loader")
+loader = runtime.pack("trainer.data.loading")
 models = runtime.pack("trainer.captioning.models")
 
 class FakeHub:

@@ -5,7 +5,7 @@ import pytest
 
 from harness import runtime
 
-buckets = runtime.pack("trainer.buckets")
+buckets = runtime.pack("trainer.data.buckets")
 
 
 def test_512_gives_kohyas_17_buckets_of_at_most_512_squared_area():

@@ -7,7 +7,7 @@ from PIL import Image, ImageChops, ImageFile
 from harness import runtime
 from harness.datasets import draw_shape, make_problem_dataset
 
-images = runtime.pack("trainer.images")
+images = runtime.pack("trainer.data.images")
 errors = runtime.pack("trainer.errors")
 
 
@@ -46,9 +46,6 @@ def test_transparency_is_composited_on_white_not_black(problems):
     assert close(pixel(problems.files["alpha"], (64, 64)), (30, 60, 200), 2)  # opaque centre keeps its colour
     # 16-bit RGBA red at half opacity over white is pink.
     assert close(pixel(problems.files["rgba16"], (5, 5)), (255, 127, 127), 2)
-    mask = images.open_alpha_mask(problems.files["alpha"])
-    assert mask.mode == "L" and mask.getpixel((2, 2)) == 0 and mask.getpixel((64, 64)) == 255
-    assert images.open_alpha_mask(problems.files["cmyk"]) is None
 
 
 def test_palette_image_keeps_its_colours(problems):

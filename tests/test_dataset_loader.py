@@ -9,9 +9,9 @@ import pytest
 from harness import runtime
 from harness.datasets import make_problem_dataset, make_sample_dataset
 
-loader = runtime.pack("trainer.dataset_loader")
+loader = runtime.pack("trainer.data.loading")
 errors = runtime.pack("trainer.errors")
-dataset_types = runtime.pack("trainer.dataset")
+dataset_types = runtime.pack("trainer.data.dataset")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_folder_of_only_broken_images_lists_each_failure(tmp_path):
 
 def test_relative_paths_resolve_inside_comfyui_input_folder(comfy_dirs):
     make_sample_dataset(comfy_dirs["input"] / "my set (1)", count=2)
-    roots = runtime.pack("trainer.dataset_roots")
+    roots = runtime.pack("trainer.data.roots")
     assert roots.resolve_dataset_path('  "my set (1)" ', comfy_dirs["input"], roots.comfy_dataset_roots()) == comfy_dirs["input"] / "my set (1)"
     result = runtime.run_node("LoraLabLoadDataset", path="my set (1)", repeats=1, caption_extension=".txt",
                               class_tokens="")

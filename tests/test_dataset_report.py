@@ -6,8 +6,12 @@ import pytest
 from harness import models, runtime
 from harness.datasets import make_problem_dataset, make_sample_dataset
 
-loader = runtime.pack("trainer.dataset_loader")
-report_module = runtime.pack("trainer.dataset_report")
+buckets = runtime.pack("trainer.data.buckets")
+loader = runtime.pack("trainer.data.loading")
+report_module = runtime.pack("trainer.data.report")
+findings = runtime.pack("trainer.data.findings")
+kohya_summary = runtime.pack("trainer.data.kohya_summary")
+tokens = runtime.pack("trainer.data.tokens")
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +56,8 @@ def test_report_counts_folders_repeats_and_steps(problems, node_output, report):
     assert f"5_ｏｈｗｘ　少女: {main} images x 5 repeats = {main * 5}" in text
     assert f"2_背景 scenery: {second} images x 2 repeats = {second * 2}" in text
     assert report.training_images == main + second
-    assert report.steps_per_epoch == report_module.steps_per_epoch(
-        loader.load_dataset(problems.root, repeats=3).dataset, 2)
+    assert report.steps_per_epoch == buckets.steps_per_epoch(
+        report_module.epoch_buckets(loader.load_dataset(problems.root, repeats=3).dataset), 2)
     assert f"at batch size 2; 10 epochs = {report.steps_per_epoch * 10} steps" in text
     assert sum(report.bucket_counts.values()) == main + second
     assert "Buckets (64 px steps, sides 256-1024): 512x512:" in text
@@ -82,12 +86,12 @@ def test_structured_findings_carry_the_paths(problems, report):
 
 
 def test_long_captions_are_counted_with_comfyuis_clip_tokenizer(problems, report):
-    count = report_module.clip_token_counter()
+    count = tokens.clip_token_counter()
     assert count("a photo of a cat") == 5
     assert count("(cat:1.3), dog") == 3  # weights are syntax, not tokens: cat , dog
     assert count(r"\(cat\)") == 3  # escaped parentheses are real tokens
     long_caption = problems.files["long_caption"].with_suffix(".txt").read_text(encoding="utf-8")
-    assert count(long_caption) > report_module.TOKEN_LIMIT
+    assert count(long_caption) > findings.TOKEN_LIMIT
     assert f"long.png ({count(long_caption)})" in next(f.message for f in report.findings if f.code == "long_caption")
 
 
@@ -98,8 +102,8 @@ def test_connected_model_and_clip_set_the_resolution_and_tokenizer(tmp_path):
                                      class_tokens="", model=bundle.model, clip=bundle.clip)
     assert dataset.base_resolution == 512
     assert "Resolution: 512 px (native size of the connected sd15 model)" in text
-    counter = report_module.clip_token_counter(bundle.clip)
-    assert counter("a photo of a cat, (red:1.2)") == report_module.clip_token_counter()("a photo of a cat, (red:1.2)")
+    counter = tokens.clip_token_counter(bundle.clip)
+    assert counter("a photo of a cat, (red:1.2)") == tokens.clip_token_counter()("a photo of a cat, (red:1.2)")
     dataset, text = runtime.run_node("LoraLabLoadDataset", path=str(root), repeats=1, caption_extension=".txt",
                                      class_tokens="", base_resolution=768, model=bundle.model)
     assert dataset.base_resolution == 768 and "768 px (set on the node)" in text
@@ -152,9 +156,9 @@ def test_regularization_images_count_in_steps_and_kohya_summary_lists_folders(tm
     root = make_sample_dataset(tmp_path / "train", count=3, size=64, repeats=4)
     regularization = make_sample_dataset(tmp_path / "reg", count=5, size=64, repeats=1, name="shape", trigger="shape")
     loaded = loader.load_dataset(root, repeats=1, regularization_root=regularization, base_resolution=64)
-    assert report_module.steps_per_epoch(loaded.dataset, 1) == 3 * 4 + 5 * 1
-    assert report_module.steps_per_epoch(loaded.dataset, 4) == 5  # 17 samples in one bucket
-    summary = report_module.kohya_dataset_summary(loaded.dataset)
+    assert buckets.steps_per_epoch(report_module.epoch_buckets(loaded.dataset), 1) == 3 * 4 + 5 * 1
+    assert buckets.steps_per_epoch(report_module.epoch_buckets(loaded.dataset), 4) == 5  # 17 samples in one bucket
+    summary = kohya_summary.kohya_dataset_summary(loaded.dataset)
     assert summary["dataset_dirs"] == {"4_ohwx shape": {"n_repeats": 4, "img_count": 3}}
     assert summary["reg_dataset_dirs"] == {"1_shape": {"n_repeats": 1, "img_count": 5}}
     assert summary["num_train_images"] == 12 and summary["num_reg_images"] == 5

@@ -11,7 +11,7 @@ from harness import runtime
 from harness.datasets import make_sample_dataset
 
 errors = runtime.pack("trainer.errors")
-dataset_roots = runtime.pack("trainer.dataset_roots")
+dataset_roots = runtime.pack("trainer.data.roots")
 
 SECRET_CAPTION = "the secret caption text"
 
@@ -113,6 +113,6 @@ def test_the_report_lists_only_images_and_captions_and_never_the_server_path(com
 
 
 def test_the_headless_escape_hatch_reads_any_path(outside):
-    loader = runtime.pack("trainer.dataset_loader")
+    loader = runtime.pack("trainer.data.loading")
     path = dataset_roots.resolve_dataset_path(str(outside), "/nonexistent-input", None)
     assert len(loader.load_dataset(path, repeats=1).dataset.images) == 2

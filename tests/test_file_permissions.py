@@ -32,7 +32,7 @@ def test_lora_file_output_png_and_caption_get_comfyuis_permissions(comfy_dirs, u
 
     saved = runtime.run_node("LoraLabSaveLoRA", lora=small_lora(), filename_prefix="perm/dog", epochs="final",
                              dtype="fp16", overwrite=False).ui["loras"][0]
-    image_files = runtime.pack("trainer.image_files")
+    image_files = runtime.pack("trainer.files.image_files")
     entry = image_files.save_output_png(image_files.to_pil(image[0]), "perm/grid", None)
     caption = tmp_path / "image.txt"
     runtime.pack("trainer.captioning.writing").write_text_atomically(caption, "a caption\n")

@@ -11,8 +11,9 @@ import torch
 import test_lora_files_helpers as helpers
 from harness import models, runtime, training_data
 
-memory = runtime.pack("trainer.memory")
-TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
+memory = runtime.pack("trainer.training.memory")
+precision = runtime.pack("trainer.training.precision")
+TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
 
 FP8 = torch.float8_e4m3fn
 
@@ -73,7 +74,7 @@ def test_lora_trains_on_fp8_weights_and_leaves_them_untouched(fp8_model, twins, 
         dtypes.remove()
 
     # Computed in the dtype mixed_precision names, never in fp8.
-    assert dtypes.seen == {memory.COMPUTE_DTYPES[mixed_precision]}
+    assert dtypes.seen == {precision.COMPUTE_DTYPES[mixed_precision]}
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in lora.loss_history)
     validation = [loss for _, loss in lora.validation_history]
     assert validation[-1] < validation[0] * 0.95, validation

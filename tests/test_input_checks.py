@@ -10,8 +10,8 @@ from harness import runtime
 
 errors = runtime.pack("trainer.errors")
 finite_inputs = runtime.pack("nodes.finite_inputs")
-sampling = runtime.pack("trainer.sampling")
-training_samples = runtime.pack("trainer.training_samples")
+sampling = runtime.pack("trainer.sweep.rendering")
+training_samples = runtime.pack("trainer.sweep.epoch_samples")
 
 
 def every_float_input() -> list[tuple[str, str]]:
@@ -36,14 +36,14 @@ def test_every_float_input_refuses_nan_and_inf_by_name_before_any_work(node_id, 
 
 
 def test_training_settings_refuse_nan_for_callers_without_a_node():
-    TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
+    TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
     for name in ("unet_lr", "min_snr_gamma", "alpha", "noise_offset", "max_grad_norm"):
         with pytest.raises(errors.SettingsError, match=f"^{name} is nan"):
             TrainingSettings(**{name: math.nan})
 
 
 def parsed(option: str, value: str):
-    defaults = training_samples.sample_defaults(64, 7, "eps")
+    defaults = training_samples.sample_defaults(64, 7, 7.0)
     return training_samples.parse_sample_prompts(f"a cat {option} {value}", defaults)[0]
 
 

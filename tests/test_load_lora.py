@@ -54,7 +54,7 @@ def test_a_loaded_lora_saves_again_unchanged(comfy_dirs):
     original = helpers.random_trained_lora(models.FAMILIES["sd15"](), "LoHa")
     first = save(original, "cycle/first", dtype="bf16")
     second = save(load(first[0]["lora_name"]), "cycle/second", dtype="bf16")
-    lora_io = runtime.pack("trainer.lora_io")
+    lora_io = runtime.pack("trainer.files.lora_io")
     first_tensors, first_metadata = lora_io.read_lora_file(comfy_dirs["loras"] / first[0]["lora_name"])
     second_tensors, second_metadata = lora_io.read_lora_file(comfy_dirs["loras"] / second[0]["lora_name"])
     assert first_tensors.keys() == second_tensors.keys()

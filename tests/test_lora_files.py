@@ -107,7 +107,7 @@ def test_every_key_of_a_full_size_file_maps_in_comfyui(comfy_dirs, family, netwo
 
     bundle = full_size_bundle(family)
     lora = helpers.random_trained_lora(bundle, network, rank=1, alpha=1.0, conv_rank=1, conv_alpha=1.0)
-    lora_io = runtime.pack("trainer.lora_io")
+    lora_io = runtime.pack("trainer.files.lora_io")
     saved = lora_io.save_lora_files(lora, comfy_dirs["loras"], "full/size", "final", "fp16", overwrite=False)
     tensors, _ = lora_io.read_lora_file(saved[0].path)
     key_map = comfy.lora.model_lora_keys_unet(bundle.model.model, {})
@@ -123,7 +123,7 @@ def test_every_key_of_a_full_size_file_maps_in_comfyui(comfy_dirs, family, netwo
 
 def small_lora(network="LoCon", family="sd15", epochs=(2, 4), seed=0, **overrides):
     """A TrainedLora with a few adapter tensors (enough to pass 1 MiB, so the legacy hash window is full)."""
-    trained_lora = runtime.pack("trainer.trained_lora")
+    trained_lora = runtime.pack("trainer.training.trained_lora")
     name = "lora_unet_down_blocks_0_attentions_0_proj_in"
     generator = torch.Generator().manual_seed(seed)
     kept = {}
@@ -156,7 +156,7 @@ def small_lora(network="LoCon", family="sd15", epochs=(2, 4), seed=0, **override
 ])
 def test_metadata_names_the_base_model_as_kohya_and_a1111_expect(family, version, v2, architecture, implementation,
                                                                    prediction, resolution):
-    lora_metadata = runtime.pack("trainer.lora_metadata")
+    lora_metadata = runtime.pack("trainer.files.metadata")
     lora = small_lora(family=family, dataset_summary={})
     metadata = lora_metadata.build_metadata(lora, 4, "my_lora")
     assert all(isinstance(value, str) for value in metadata.values())
@@ -175,7 +175,7 @@ def test_metadata_names_the_base_model_as_kohya_and_a1111_expect(family, version
     ("LoKr", "lycoris.kohya", {"algo": "lokr", "conv_dim": "4", "conv_alpha": "2.0"}),
 ])
 def test_metadata_describes_the_network_and_the_training_run(network, module, args):
-    lora_metadata = runtime.pack("trainer.lora_metadata")
+    lora_metadata = runtime.pack("trainer.files.metadata")
     metadata = lora_metadata.build_metadata(small_lora(network), 2, "my_lora", saved_at=1_700_004_000.0)
     assert metadata["ss_network_module"] == module
     assert (metadata["ss_network_dim"], metadata["ss_network_alpha"]) == ("16", "8.0")
@@ -197,8 +197,8 @@ def test_metadata_describes_the_network_and_the_training_run(network, module, ar
 
 
 def test_metadata_and_weights_round_trip_through_the_file(comfy_dirs):
-    lora_io = runtime.pack("trainer.lora_io")
-    lora_metadata = runtime.pack("trainer.lora_metadata")
+    lora_io = runtime.pack("trainer.files.lora_io")
+    lora_metadata = runtime.pack("trainer.files.metadata")
     lora = small_lora()
     saved = lora_io.save_lora_files(lora, comfy_dirs["loras"], "loralab/round trip", "all", "fp32", overwrite=False)
     for item in saved:
@@ -218,7 +218,7 @@ def test_metadata_and_weights_round_trip_through_the_file(comfy_dirs):
 
 @pytest.mark.parametrize("dtype, torch_dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)])
 def test_every_tensor_alpha_included_is_saved_in_the_chosen_dtype(comfy_dirs, dtype, torch_dtype):
-    lora_io = runtime.pack("trainer.lora_io")
+    lora_io = runtime.pack("trainer.files.lora_io")
     lora = small_lora()
     saved = lora_io.save_lora_files(lora, comfy_dirs["loras"], "dtype/test", "final", dtype, overwrite=False)
     tensors, _ = lora_io.read_lora_file(saved[0].path)
@@ -241,7 +241,7 @@ def kohya_precalculated_hashes(path):
 
 
 def test_hashes_are_kohyas(comfy_dirs):
-    lora_io = runtime.pack("trainer.lora_io")
+    lora_io = runtime.pack("trainer.files.lora_io")
     saved = lora_io.save_lora_files(small_lora(), comfy_dirs["loras"], "hash/test", "final", "fp16", overwrite=False)
     path = saved[0].path
     assert path.stat().st_size > 0x110000  # the legacy window (64 KiB at 1 MiB) lies inside the data
@@ -253,7 +253,7 @@ def test_hashes_are_kohyas(comfy_dirs):
 
 
 def test_hashes_change_with_the_weights_not_with_the_save_time(comfy_dirs):
-    lora_io = runtime.pack("trainer.lora_io")
+    lora_io = runtime.pack("trainer.files.lora_io")
     first = lora_io.save_lora_files(small_lora(), comfy_dirs["loras"], "a", "final", "fp16", overwrite=False)
     later = lora_io.save_lora_files(small_lora(finished_at=1_800_000_000.0), comfy_dirs["loras"], "b", "final", "fp16",
                                     overwrite=False)
@@ -285,7 +285,7 @@ def test_epoch_files_and_final_file_are_named_as_kohya_does(comfy_dirs):
 
 
 def test_an_existing_file_is_never_replaced_without_overwrite(comfy_dirs):
-    lora_io = runtime.pack("trainer.lora_io")
+    lora_io = runtime.pack("trainer.files.lora_io")
     existing = comfy_dirs["loras"] / "mine" / "dog.safetensors"
     existing.parent.mkdir()
     existing.write_bytes(b"the user's own file")
@@ -301,7 +301,7 @@ def test_an_existing_file_is_never_replaced_without_overwrite(comfy_dirs):
 
 
 def test_a_file_that_appears_during_the_save_is_left_alone(comfy_dirs):
-    lora_io = runtime.pack("trainer.lora_io")
+    lora_io = runtime.pack("trainer.files.lora_io")
     errors = runtime.pack("trainer.errors")
     target = comfy_dirs["loras"] / "race.safetensors"
     target.write_bytes(b"arrived first")
@@ -364,7 +364,7 @@ CRASH_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from harness import runtime
     import test_lora_files
-    lora_io = runtime.pack("trainer.lora_io")
+    lora_io = runtime.pack("trainer.files.lora_io")
     lora = test_lora_files.small_lora()
     limit = 256 * 1024  # the kernel kills a process (SIGXFSZ) that writes past this many bytes
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores SIGXFSZ by default

@@ -31,9 +31,9 @@ class Layer:
 
 def adapter_layers(bundle: Any, include_convs: bool, text_encoder: bool = True) -> list[Layer]:
     """The layers the trainer targets in a fixture bundle, named as kohya names them."""
-    targets = runtime.pack("trainer.targets")
-    names = runtime.pack("trainer.kohya_names")
-    family = runtime.pack("trainer.families").BY_NAME[bundle.family]
+    targets = runtime.pack("trainer.models.targets")
+    names = runtime.pack("trainer.files.kohya_names")
+    family = runtime.pack("trainer.models.families").BY_NAME[bundle.family]
     diffusion_model = bundle.model.model.diffusion_model
     unet_targets = targets.unet_targets(diffusion_model, include_convs)
     unet_names = names.unet_names(bundle.model.model.model_config.unet_config, family, [t.path for t in unet_targets])
@@ -85,7 +85,7 @@ def random_trained_lora(bundle: Any, network: str, *, rank: int = 4, alpha: floa
                         conv_alpha: float = 1.0, text_encoder: bool = True, epochs: tuple[int, ...] = (1,),
                         seed: int = 0, settings: dict | None = None, dataset_summary: dict | None = None) -> Any:
     """A TrainedLora as the trainer would return it, with random adapters on every targeted layer of `bundle`."""
-    trained_lora = runtime.pack("trainer.trained_lora")
+    trained_lora = runtime.pack("trainer.training.trained_lora")
     include_convs = network != "LoRA"
     layers = adapter_layers(bundle, include_convs, text_encoder)
     generator = torch.Generator().manual_seed(seed)

@@ -10,8 +10,8 @@ import pytest
 
 from harness import runtime
 
-loss_chart = runtime.pack("trainer.loss_chart")
-trained_lora = runtime.pack("trainer.trained_lora")
+loss_chart = runtime.pack("trainer.sweep.loss_chart")
+trained_lora = runtime.pack("trainer.training.trained_lora")
 
 STEPS_PER_EPOCH = 25
 

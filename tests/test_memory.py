@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from harness import models, runtime, training_data
+from harness.observers import SilentObserver
 
-memory = runtime.pack("trainer.memory")
-session = runtime.pack("trainer.session")
-loop = runtime.pack("trainer.loop")
+memory = runtime.pack("trainer.training.memory")
+session = runtime.pack("trainer.training.session")
+loop = runtime.pack("trainer.training.loop")
 errors = runtime.pack("trainer.errors")
-TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
-SilentObserver = runtime.pack("trainer.progress").SilentObserver
+TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
 
 CALIBRATION_SCRIPT = runtime.REPO_ROOT / "tests" / "bench" / "benchmark_memory_calibration.py"
 FAST = dict(rank=4, resolution=64, mixed_precision="fp32", batch_size=1, epochs=1, seed=7)

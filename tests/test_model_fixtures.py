@@ -27,7 +27,7 @@ def test_family_fixture_denoises_through_comfy_sampler(family):
 @pytest.mark.parametrize("family", sorted(models.FAMILIES))
 def test_family_fixture_is_detected_as_its_family(family):
     bundle = models.FAMILIES[family]()
-    assert runtime.pack("trainer.families").detect_family(bundle.model).name == bundle.family
+    assert runtime.pack("trainer.models.families").detect_family(bundle.model).name == bundle.family
 
 
 def test_family_fixtures_have_their_families_prediction_and_latents():
@@ -68,5 +68,5 @@ def test_checkpoint_loader_detects_the_sd15_fixture_checkpoint(checkpoints_folde
     model, clip, vae = runtime.run_node("CheckpointLoaderSimple", ckpt_name="random-sd15.safetensors")
     assert type(model.model.model_config) is comfy.supported_models.SD15
     assert model.model.model_type == comfy.model_base.ModelType.EPS
-    assert runtime.pack("trainer.families").detect_family(model).name == "sd15"
+    assert runtime.pack("trainer.models.families").detect_family(model).name == "sd15"
     assert clip is not None and vae is not None

@@ -9,7 +9,7 @@ import pytest
 from harness import models, runtime, training_data
 
 errors = runtime.pack("trainer.errors")
-lora_io = runtime.pack("trainer.lora_io")
+lora_io = runtime.pack("trainer.files.lora_io")
 node_inputs = training_data.node_inputs
 
 
@@ -21,7 +21,7 @@ def sd15():
 def test_auto_is_the_default_and_the_explicit_choices_remain():
     choices, options = runtime.boot().NODE_CLASS_MAPPINGS["LoraLabTrainLoRA"].INPUT_TYPES()["required"]["mixed_precision"]
     assert options["default"] == "auto" and set(choices) == {"auto", "bf16", "fp16", "fp32"}
-    assert runtime.pack("trainer.settings").TrainingSettings().mixed_precision == "auto"
+    assert runtime.pack("trainer.training.settings").TrainingSettings().mixed_precision == "auto"
 
 
 @pytest.mark.parametrize("requested,said,resolved", [

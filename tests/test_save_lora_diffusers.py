@@ -88,8 +88,8 @@ def sdxl_lora(network: str, text_encoders: dict[str, torch.nn.Module]):
         model = comfy.supported_models.SDXL(dict(TINY_SDXL_COMFY)).get_model({}, device="meta")
     bundle = types.SimpleNamespace(family="sdxl", model=types.SimpleNamespace(model=model))
     layers = helpers.adapter_layers(bundle, include_convs=network != "LoRA", text_encoder=False)
-    names = runtime.pack("trainer.kohya_names")
-    family = runtime.pack("trainer.families").SDXL
+    names = runtime.pack("trainer.files.kohya_names")
+    family = runtime.pack("trainer.models.families").SDXL
     for encoder, text_model in text_encoders.items():
         for path, module in text_model.named_modules():
             if isinstance(module, torch.nn.Linear) and ".layers." in path:
@@ -100,7 +100,7 @@ def sdxl_lora(network: str, text_encoders: dict[str, torch.nn.Module]):
     for layer in layers:
         rank, alpha = (2, 1.0) if layer.is_conv3x3 else (4, 2.0)
         weights.update(helpers.random_adapter(layer, "LoRA", rank, alpha, generator, decomposed=False))
-    trained_lora = runtime.pack("trainer.trained_lora")
+    trained_lora = runtime.pack("trainer.training.trained_lora")
     return trained_lora.TrainedLora(family="sdxl", network=network, rank=4, alpha=2.0, conv_rank=2, conv_alpha=1.0,
                                     epochs={1: trained_lora.EpochWeights(1, 10, weights, 0.1)})
 

@@ -24,7 +24,7 @@ def seed_lora_for_the_checkpoint(loras_dir):
     bundle = types.SimpleNamespace(family="sd15", model=types.SimpleNamespace(model=model),
                                    clip=types.SimpleNamespace(cond_stage_model=clip))
     lora = helpers.random_trained_lora(bundle, "LoCon", rank=2, conv_rank=2)
-    runtime.pack("trainer.lora_io").save_lora_files(lora, loras_dir, "seed", "final", "fp16", overwrite=False)
+    runtime.pack("trainer.files.lora_io").save_lora_files(lora, loras_dir, "seed", "final", "fp16", overwrite=False)
 
 
 @pytest.mark.server

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from harness import models, runtime, training_data
+from harness.observers import SilentObserver
 
-TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
-loop = runtime.pack("trainer.loop")
-SilentObserver = runtime.pack("trainer.progress").SilentObserver
+TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
+loop = runtime.pack("trainer.training.loop")
 errors = runtime.pack("trainer.errors")
-image_files = runtime.pack("trainer.image_files")
+image_files = runtime.pack("trainer.files.image_files")
 
 SAMPLING = dict(width=64, height=64, steps=2, cfg=2.0, sampler_name="euler", scheduler="normal")
 PROMPT, NEGATIVE = "sks, a red circle", "blurry"

@@ -7,8 +7,8 @@ from PIL import Image
 
 from harness import runtime
 
-sweep = runtime.pack("trainer.sweep")
-grid_image = runtime.pack("trainer.grid_image")
+sweep = runtime.pack("trainer.sweep.plan")
+grid_image = runtime.pack("trainer.sweep.grid")
 SettingsError = runtime.pack("trainer.errors").SettingsError
 
 

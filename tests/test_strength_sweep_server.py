@@ -117,7 +117,7 @@ def test_train_then_sweep_gives_a_labelled_grid_equal_to_stock_sampling(server):
 
 
 @pytest.mark.server
-@pytest.mark.skipif(not (runtime.REPO_ROOT / "trainer" / "lora_io.py").is_file(),
+@pytest.mark.skipif(not (runtime.REPO_ROOT / "trainer" / "files" / "lora_io.py").is_file(),
                     reason="Save LoRA (issue 4) is not on this branch yet")
 def test_sweep_cells_equal_lora_loader_with_the_saved_files(server):
     saving = train_and_sweep()

@@ -47,7 +47,7 @@ def test_image_metrics_count_a_rounded_square_as_a_square_and_a_blank_image_as_n
 
 def test_demo_model_loads_as_its_own_sd1_family_with_4x_latents(demo):
     model, clip, vae = demo
-    family = runtime.pack("trainer.families").detect_family(model)
+    family = runtime.pack("trainer.models.families").detect_family(model)
     assert (family.name, family.base_model_version, family.native_resolution) == ("toy_world", "sd_v1", 32)
     latent = runtime.run_node("LoraLabEmptyLatent", width=48, height=36, batch_size=2)[0]
     assert latent["samples"].shape == (2, 4, 8, 12)  # 36 rounds down to 32 pixels

@@ -124,7 +124,8 @@ def test_kohyas_dataset_config_trains_flipping_only_its_regularization_subset_th
     monkeypatch.setattr(comfy.sd.VAE, "encode", counting_encode)
     monkeypatch.chdir(folder)
     status = train_command.main(["--config", "training_config.toml", "--dataset_config", "dataset_config.toml",
-                                 *SHORTER, "--max_train_epochs", "1", "--network_train_unet_only", "--sweep", "sks dog",
+                                 *SHORTER, "--max_train_epochs", "1", "--network_train_unet_only", "--num_repeats", "1",
+                                 "--sweep", "sks dog",
                                  "--sweep-set", "steps=1", "--sweep-set", "strengths=1", "--sweep-set", "seeds=1"])
     log = capsys.readouterr().err
     assert status == 0, log[-4000:]

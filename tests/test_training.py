@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from harness import models, runtime, training_data
+from harness.observers import SilentObserver
 
-TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
-loop = runtime.pack("trainer.loop")
+TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
+loop = runtime.pack("trainer.training.loop")
 errors = runtime.pack("trainer.errors")
-SilentObserver = runtime.pack("trainer.progress").SilentObserver
 
 FAST = training_data.FAST
 node_inputs = training_data.node_inputs

@@ -11,8 +11,8 @@ from PIL import Image
 
 from harness import models, runtime, training_data
 
-training_samples = runtime.pack("trainer.training_samples")
-loss_chart = runtime.pack("trainer.loss_chart")
+training_samples = runtime.pack("trainer.sweep.epoch_samples")
+loss_chart = runtime.pack("trainer.sweep.loss_chart")
 errors = runtime.pack("trainer.errors")
 
 FAST = training_data.FAST
@@ -68,7 +68,7 @@ def test_samples_are_files_in_the_lora_and_match_lora_loader_at_full_strength(sd
     latent = runtime.run_node("EmptyLatentImage", width=64, height=64, batch_size=1)[0]
     samples = runtime.run_node("KSampler", model=model, seed=7, steps=2, cfg=2.0, sampler_name="euler", scheduler="normal",
                                positive=positive, negative=negative, latent_image=latent, denoise=1.0)[0]
-    expected = runtime.pack("trainer.image_files").to_pil(runtime.run_node("VAEDecode", samples=samples, vae=sd15.vae)[0][0])
+    expected = runtime.pack("trainer.files.image_files").to_pil(runtime.run_node("VAEDecode", samples=samples, vae=sd15.vae)[0][0])
     assert list(first.getdata()) == list(expected.getdata())
 
 
@@ -112,7 +112,7 @@ def test_cancel_while_sampling_keeps_the_finished_epochs_resumable(sd15, tmp_pat
     finally:
         handle.remove()
     state = sorted((comfy_dirs["output"] / "loralab" / "training_state").iterdir())[-1]
-    saved = runtime.pack("trainer.run_state").load_run_state(state)
+    saved = runtime.pack("trainer.training.run_state").load_run_state(state)
     assert saved.position.epoch == 2, "epoch 1 finished and was saved before its samples"
     assert not list((comfy_dirs["output"] / "loralab" / "samples").rglob("*.png"))
 
@@ -122,7 +122,7 @@ def test_cancel_while_sampling_keeps_the_finished_epochs_resumable(sd15, tmp_pat
     ("a cat --n ugly, blurry --w 96 --h 32 --d 3 --l 4.5 --s 8", ("a cat", "ugly, blurry", 3, 96, 32, 8, 4.5)),
 ])
 def test_sample_prompt_lines_accept_kohya_options(line, expected):
-    defaults = training_samples.sample_defaults(64, 7, "eps")
+    defaults = training_samples.sample_defaults(64, 7, 7.0)
     (prompt,) = training_samples.parse_sample_prompts(f"\n# a comment\n{line}\n", defaults)
     assert (prompt.text, prompt.negative, prompt.seed, prompt.settings.width, prompt.settings.height,
             prompt.settings.steps, prompt.settings.cfg) == expected
@@ -136,7 +136,7 @@ def test_sample_prompt_lines_accept_kohya_options(line, expected):
 ])
 def test_bad_sample_prompt_options_name_the_line(line, message):
     with pytest.raises(errors.SettingsError, match=message):
-        training_samples.parse_sample_prompts(line, training_samples.sample_defaults(64, 7, "eps"))
+        training_samples.parse_sample_prompts(line, training_samples.sample_defaults(64, 7, 7.0))
 
 
 def test_loss_graph_output_plots_losses_validation_and_learning_rate(sd15, tmp_path, comfy_dirs):

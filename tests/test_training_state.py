@@ -14,11 +14,11 @@ import torch
 
 from harness import models, runtime, training_data
 
-codec = runtime.pack("trainer.state_codec")
+codec = runtime.pack("trainer.files.state_codec")
 errors = runtime.pack("trainer.errors")
-optim = runtime.pack("trainer.optim")
-run_folders = runtime.pack("trainer.run_folders")
-run_state = runtime.pack("trainer.run_state")
+optim = runtime.pack("trainer.training.optim")
+run_folders = runtime.pack("trainer.training.run_folders")
+run_state = runtime.pack("trainer.training.run_state")
 node_inputs = training_data.node_inputs
 
 

@@ -15,8 +15,8 @@ import torch
 from harness import models, runtime, training_data
 from harness.small_disk import SmallDisk
 
-loader = runtime.pack("trainer.dataset_loader")
-run_folders = runtime.pack("trainer.run_folders")
+loader = runtime.pack("trainer.data.loading")
+run_folders = runtime.pack("trainer.training.run_folders")
 
 SETTINGS = dict(epochs=3, unet_lr=2e-3, text_encoder_lr=5e-4)
 KILLED_TRAINING = pathlib.Path(__file__).parent / "harness" / "killed_training.py"
@@ -138,7 +138,7 @@ def test_a_full_disk_at_the_first_save_returns_the_epoch_and_leaves_no_empty_run
 
 def test_a_full_disk_at_a_lora_save_leaves_only_whole_files_and_names_what_was_saved(uninterrupted, comfy_dirs):
     errors = runtime.pack("trainer.errors")
-    lora_io = runtime.pack("trainer.lora_io")
+    lora_io = runtime.pack("trainer.files.lora_io")
     with SmallDisk(comfy_dirs["loras"], megabytes=16) as disk:
         runtime.run_node("LoraLabSaveLoRA", lora=uninterrupted, filename_prefix="probe", epochs="final", dtype="fp32",
                          overwrite=False)

@@ -17,13 +17,13 @@ import torch
 import test_lora_files_helpers as helpers
 from harness import runtime
 
-adapters_module = runtime.pack("trainer.adapters")
-families = runtime.pack("trainer.families")
-kohya_names = runtime.pack("trainer.kohya_names")
-run_state = runtime.pack("trainer.run_state")
-session = runtime.pack("trainer.session")
-targets = runtime.pack("trainer.targets")
-TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
+adapters_module = runtime.pack("trainer.training.adapters")
+families = runtime.pack("trainer.models.families")
+kohya_names = runtime.pack("trainer.files.kohya_names")
+run_state = runtime.pack("trainer.training.run_state")
+session = runtime.pack("trainer.training.session")
+targets = runtime.pack("trainer.models.targets")
+TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
 
 
 def in_process_adapters(bundle: Any, lora: Any) -> tuple[Any, Any | None]:
@@ -33,7 +33,7 @@ def in_process_adapters(bundle: Any, lora: Any) -> tuple[Any, Any | None]:
     family = families.BY_NAME[lora.family]
 
     def build(part_targets: list, names: dict[str, str], root: torch.nn.Module) -> Any:
-        return adapters_module.create_adapters(part_targets, names, root, settings.network, settings.rank,
+        return adapters_module.create_adapters(part_targets, names, root, settings.network_type, settings.rank,
                                                settings.network_alpha, settings.conv_rank, settings.network_conv_alpha)
 
     diffusion_model = bundle.model.model.diffusion_model

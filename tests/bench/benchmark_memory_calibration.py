@@ -1,4 +1,4 @@
-"""Calibrate trainer/memory.py's activation constants: measured peak memory growth of real training steps.
+"""Calibrate trainer/training/memory.py's activation constants: measured peak memory growth of real training steps.
 
 For each model (the tiny and the full SD1.5 UNet), with gradient checkpointing on and off, and at several
 resolutions, one process trains two steps (batch 1, fp32, rank 8) with LoRA Lab's trainer and records the
@@ -10,7 +10,7 @@ parts: a constant (workspace), a part linear in latent area (per value `memory.a
 in the layers) and a part quadratic in it (per self-attention score value: ComfyUI's CPU attention
 materialises the scores). The tiny UNet, whose attention runs at full latent resolution, pins the quadratic
 part; the full UNet at small sizes pins the linear one. The fitted multipliers are CALIBRATION's in
-trainer/memory.py (rounded up); the script also prints each measurement against the current estimate.
+trainer/training/memory.py (rounded up); the script also prints each measurement against the current estimate.
 
     $PYTHON tests/bench/benchmark_memory_calibration.py [--models tiny full] [--tiny-resolutions ...]
 """
@@ -59,11 +59,11 @@ def measure(point: Point) -> dict[str, Any]:
     import folder_paths
     import torch
 
-    memory = runtime.pack("trainer.memory")
-    session = runtime.pack("trainer.session")
-    loop = runtime.pack("trainer.loop")
-    TrainingSettings = runtime.pack("trainer.settings").TrainingSettings
-    SilentObserver = runtime.pack("trainer.progress").SilentObserver
+    memory = runtime.pack("trainer.training.memory")
+    session = runtime.pack("trainer.training.session")
+    loop = runtime.pack("trainer.training.loop")
+    TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
+    from harness.observers import SilentObserver
 
     bundle = benchmark_models.build(point.model)
     diffusion_model = bundle.model.model.diffusion_model
@@ -141,7 +141,7 @@ def main(argv: list[str]) -> None:
     from harness import runtime
 
     runtime.boot()
-    memory = runtime.pack("trainer.memory")
+    memory = runtime.pack("trainer.training.memory")
     print(f"load average {os.getloadavg()}")
     for checkpointing in (True, False):
         results = [run_point(Point(model, checkpointing, resolution), args.threads)

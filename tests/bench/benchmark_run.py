@@ -249,8 +249,8 @@ def training_pixels(image_path: pathlib.Path):
     """The image exactly as LoRA Lab's loader reads it, as a ComfyUI IMAGE for core's VAEEncode."""
     from harness import runtime
 
-    images = runtime.pack("trainer.images")
-    data = runtime.pack("trainer.data")
+    images = runtime.pack("trainer.data.images")
+    data = runtime.pack("trainer.training.batches")
     return data.to_pixels(images.open_training_image(image_path))
 
 

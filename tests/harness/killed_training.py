@@ -60,7 +60,7 @@ def main() -> None:
     import folder_paths
 
     folder_paths.set_output_directory(output)
-    loader = runtime.pack("trainer.dataset_loader")
+    loader = runtime.pack("trainer.data.loading")
     dataset = loader.load_dataset(pathlib.Path(dataset_folder), repeats=1, base_resolution=64).dataset
     bundle = models.FAMILIES["sd15"]()
     sys.addaudithook(watcher(step))

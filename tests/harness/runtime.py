@@ -5,31 +5,11 @@ The boot itself is the headless command's (loralab_cli.comfy_runtime); this adds
 """
 from __future__ import annotations
 
-import os
-import pathlib
 from typing import Any
 
+from comfy_server import NODE_IDS, REPO_ROOT, comfyui_path, comfyui_version  # noqa: F401  (tests use them from here)
+
 from loralab_cli import comfy_runtime
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-NODE_IDS = ("LoraLabLoadDataset", "LoraLabAutoCaption", "LoraLabTrainLoRA", "LoraLabSaveLoRA", "LoraLabStrengthSweep",
-            "LoraLabLoadLoRA", "LoraLabLoadDemoModel", "LoraLabEmptyLatent")
-
-
-def comfyui_path() -> pathlib.Path:
-    value = os.environ.get("COMFYUI_PATH")
-    if not value:
-        raise RuntimeError("COMFYUI_PATH is not set: run the tests through scripts/test.sh, which provisions ComfyUI.")
-    path = pathlib.Path(value).resolve()
-    if not (path / "comfyui_version.py").is_file():
-        raise RuntimeError(f"COMFYUI_PATH={path} is not a ComfyUI tree (no comfyui_version.py).")
-    return path
-
-
-def comfyui_version() -> tuple[int, ...]:
-    text = (comfyui_path() / "comfyui_version.py").read_text()
-    version = text.split('__version__ = "')[1].split('"')[0]
-    return tuple(int(part) for part in version.split("."))
 
 
 def boot(cpu: bool = True) -> Any:
@@ -51,7 +31,7 @@ def __getattr__(name: str) -> Any:
 
 
 def pack(submodule: str = "") -> Any:
-    """A module of this pack as ComfyUI imported it (e.g. `pack("trainer.families")`).
+    """A module of this pack as ComfyUI imported it (e.g. `pack("trainer.models.families")`).
 
     ComfyUI imports the pack under a name derived from its path; importing `trainer` directly would
     create second copies of our classes, and isinstance checks between the two would fail.

@@ -22,7 +22,7 @@ def captioned_shapes(folder: pathlib.Path, count: int = 4, size: int = 64, repea
         for stem in [f"{index:03d}"] + ([f"{index:03d}_twin"] if twins else []):
             image.save(folder / f"{stem}.png")
             (folder / f"{stem}.txt").write_text(f"sks, a {colour} {shape}", encoding="utf-8")
-    loader = runtime.pack("trainer.dataset_loader")
+    loader = runtime.pack("trainer.data.loading")
     return loader.load_dataset(folder, repeats=repeats, base_resolution=size).dataset
 
 

@@ -7,14 +7,14 @@ import torch
 from PIL import Image
 
 from ..errors import CaptionerError
-from .device import captioner_device
+from .sentence_model import SentenceModel
 
 TASK = "<DETAILED_CAPTION>"
 MAX_NEW_TOKENS = 256  # unless the model folder's generation_config.json sets max_new_tokens
 NUM_BEAMS = 3
 
 
-class FlorenceCaptioner:
+class FlorenceCaptioner(SentenceModel):
     def __init__(self, folder: pathlib.Path) -> None:
         try:
             from transformers import AutoProcessor, Florence2ForConditionalGeneration
@@ -22,11 +22,7 @@ class FlorenceCaptioner:
             raise CaptionerError("Florence-2 needs transformers 4.56 or newer (it has native Florence-2 support); "
                                  "update it with `pip install -U transformers`, or choose a WD14 or BLIP "
                                  "captioner.") from error
-        self.device, self.dtype = captioner_device()
-        self.processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
-        model = Florence2ForConditionalGeneration.from_pretrained(folder, local_files_only=True)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
-        self.max_new_tokens = model.generation_config.max_new_tokens or MAX_NEW_TOKENS
+        super().__init__(folder, AutoProcessor, Florence2ForConditionalGeneration, MAX_NEW_TOKENS)
 
     def caption(self, image: Image.Image) -> list[str]:
         inputs = self.processor(text=TASK, images=image, return_tensors="pt")
@@ -39,6 +35,3 @@ class FlorenceCaptioner:
             )
         text = self.processor.batch_decode(generated, skip_special_tokens=True)[0].strip()
         return [text] if text else []
-
-    def close(self) -> None:
-        del self.model, self.processor

@@ -9,10 +9,11 @@ from typing import Callable, Protocol
 
 from PIL import Image
 
-from ..dataset import DatasetImage, LoraDataset
-from ..dataset_roots import DatasetRoots
+from ..data.dataset import DatasetImage, LoraDataset
+from ..data.images import UnreadableImage, open_training_image
+from ..data.roots import DatasetRoots
 from ..errors import SettingsError
-from ..images import UnreadableImage, open_training_image
+from ..setting_fields import setting
 from . import device, models
 from .tags import finalize_caption, split_tags
 from .writing import MODES, WriteResult, store_caption
@@ -33,17 +34,21 @@ class Captioner(Protocol):
 
 @dataclass(frozen=True)
 class CaptionSettings:
-    """Auto Caption's inputs, checked once."""
+    """Auto Caption's inputs, checked once: each field is also the node's input of that name, in this order."""
 
-    captioner: str
-    trigger_word: str = ""
-    mode: str = "fill_missing"
-    exclude_tags: tuple[str, ...] = ()
-    general_threshold: float = 0.35
-    character_threshold: float = 0.85
-    replace_underscores: bool = True
-    max_tags: int = 40
-    include_regularization: bool = False
+    captioner: str = setting(help="WD14 taggers give booru tags; BLIP and Florence-2 a sentence. Weights go in "
+                                  "models/captioners/<name> (downloaded on first use).", choices=models.captioner_names)
+    trigger_word: str = setting("", "Goes first in every caption. Empty: the image's class tokens (from its N_name "
+                                    "folder or Load Dataset).")
+    mode: str = setting("fill_missing", "fill_missing: caption only images without a caption file. overwrite: caption "
+                                        "all, keeping each old caption as .bak. memory_only: caption all for this run, "
+                                        "write nothing.", choices=MODES)
+    exclude_tags: str = setting("", "Comma-separated tags to leave out (e.g. what the trigger word should absorb).")
+    general_threshold: float = setting(0.35, "WD14: minimum score for general tags.", min=0.0, max=1.0, step=0.01)
+    character_threshold: float = setting(0.85, "WD14: minimum score for character tags.", min=0.0, max=1.0, step=0.01)
+    replace_underscores: bool = setting(True, "long_hair -> long hair (kaomoji such as ^_^ are kept).")
+    max_tags: int = setting(40, "Most tags per caption after the trigger word; CLIP reads only 75 tokens.", min=1, max=500)
+    include_regularization: bool = setting(False, "Also caption regularization images.", optional=True)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -55,9 +60,9 @@ class CaptionSettings:
         if self.max_tags < 1:
             raise SettingsError(f"max_tags is {self.max_tags}; it must be at least 1.")
 
-    @classmethod
-    def from_inputs(cls, *, exclude_tags: str, **values) -> CaptionSettings:
-        return cls(exclude_tags=tuple(split_tags(exclude_tags)), **values)
+    @property
+    def excluded_tags(self) -> tuple[str, ...]:
+        return tuple(split_tags(self.exclude_tags))
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ def _caption_one(captioner: Captioner, image: DatasetImage, settings: CaptionSet
     if not parts:
         return CaptionOutcome(image.path, image.caption, "failed", detail="the captioner returned nothing")
     caption = finalize_caption(parts, prefix=settings.trigger_word.strip() or image.class_tokens,
-                               exclude=settings.exclude_tags, replace_underscores=settings.replace_underscores,
+                               exclude=settings.excluded_tags, replace_underscores=settings.replace_underscores,
                                max_tags=settings.max_tags)
     result: WriteResult = store_caption(image.caption_path, caption, settings.mode)
     # A kept file that holds no text (binary data) leaves the image with the caption it had.

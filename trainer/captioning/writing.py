@@ -10,8 +10,8 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass
 
-from ..atomic_files import write_atomically
-from ..dataset_loader import read_caption
+from ..data.loading import read_caption
+from ..files.atomic_files import write_atomically
 
 MODES = ("fill_missing", "overwrite", "memory_only")
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..atomic_files import write_atomically
 from ..errors import DatasetError
+from ..files.atomic_files import write_atomically
 from . import scenes
 
 

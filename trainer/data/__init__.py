@@ -1,0 +1,1 @@
+"""Dataset folders to training images: loading, image decoding, buckets, the report, caption augmentation."""

@@ -1,0 +1,1 @@
+"""One training run: settings, networks, adapters, objective, optimizer, memory, the loop and its state."""
