@@ -16,6 +16,9 @@ from typing import Any
 import websocket
 
 from .client import UNREACHABLE_EXIT, ComfyClient
+from .kohya_config import load_run
+from .kohya_keys import KohyaConfigError
+from .kohya_workflow import apply_kohya_run
 from .progress import ProgressDisplay, format_duration
 from .workflow import (CliError, Override, Run, Workflow, apply_overrides, check_choices, load_workflow, node_title,
                        runs_for_datasets)
@@ -34,6 +37,8 @@ examples:
   python -m loralab_cli example_workflows/api/loralab_sd15_pipeline.json --dataset ~/datasets/ohwx
   python -m loralab_cli wf.json --server http://gpu-box:8188 --set 4.epochs=8 --set "Train LoRA.rank=16"
   python -m loralab_cli wf.json --dataset /data/cat --dataset /data/dog     (two LoRAs, queued back to back)
+  python -m loralab_cli wf.json --kohya-config training_config.toml          (a kohya config's settings)
+  python -m loralab_cli train --config training_config.toml                  (no server: see train --help)
 
 --set NODE.INPUT=VALUE
   NODE is a node id, a node title (as shown in ComfyUI, _meta.title in the API file) or a node type.
@@ -66,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the workflow on this dataset folder; repeat for several LoRAs in one go")
     parser.add_argument("--dataset-node", metavar="NODE",
                         help="the node whose path --dataset sets, when the workflow has several Load Dataset nodes")
+    parser.add_argument("--kohya-config", type=pathlib.Path, metavar="TOML",
+                        help="set Train LoRA's, Load Dataset's and Save LoRA's inputs from a kohya --config_file "
+                             "(before --set and --dataset)")
+    parser.add_argument("--kohya-dataset-config", type=pathlib.Path, metavar="TOML",
+                        help="with --kohya-config: a kohya dataset config ([[datasets.subsets]])")
     parser.add_argument("--dry-run", action="store_true",
                         help="check everything against the server and print the API JSON of each run; queue nothing")
     parser.add_argument("--json", action="store_true",
@@ -118,12 +128,26 @@ def run_command(args: argparse.Namespace) -> int:
 def prepare_runs(args: argparse.Namespace) -> tuple[ComfyClient, list[Run]]:
     """The runs to queue, every value checked against the server's /object_info before anything is queued."""
     workflow = load_workflow(args.workflow)
+    if args.kohya_config is not None:
+        workflow = apply_kohya_config(workflow, args.kohya_config, args.kohya_dataset_config)
     overrides = [Override.parse(text) for text in args.overrides]
     client = ComfyClient(args.server)
     infos = client.node_infos(workflow)
     workflow = apply_overrides(workflow, overrides, infos)
     check_choices(workflow, infos, client.base)
     return client, runs_for_datasets(workflow, args.datasets, args.dataset_node)
+
+
+def apply_kohya_config(workflow: Workflow, config: pathlib.Path, dataset_config: pathlib.Path | None) -> Workflow:
+    """The workflow with a kohya config's settings (kohya_config's key table); its notes go to stderr."""
+    try:
+        run = load_run(config, dataset_config, {})
+    except KohyaConfigError as error:
+        raise CliError(str(error)) from None
+    workflow, notes = apply_kohya_run(workflow, run)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return workflow
 
 
 def execute(client: ComfyClient, runs: list[Run], display: ProgressDisplay,

@@ -1,103 +1,33 @@
 """Boot the real ComfyUI runtime in this process, with LoRA Lab loaded through ComfyUI's own loader.
 
-ComfyUI expects a few things before its modules import: its root on sys.path, `--cpu` set before
-`comfy.model_management` is imported (a CUDA build of torch without a GPU crashes otherwise), and
-`utils.extra_config` imported before `nodes` (or `nodes.py` shadows the `utils` package).
+The boot itself is the headless command's (loralab_cli.comfy_runtime); this adds the tree the tests use
+(COMFYUI_PATH, set by scripts/test.sh) and the pack's modules and nodes as ComfyUI imported them.
 """
 from __future__ import annotations
 
-import asyncio
-import sys
 from typing import Any
 
 from comfy_server import NODE_IDS, REPO_ROOT, comfyui_path, comfyui_version  # noqa: F401  (tests use them from here)
 
-_booted: dict[str, Any] = {}
-dynamic_vram_failure: str | None = None  # why comfy-aimdo did not start, where main.py would have started it
+from loralab_cli import comfy_runtime
 
 
 def boot(cpu: bool = True) -> Any:
-    """Import ComfyUI and load this pack as a custom node; returns ComfyUI's `nodes` module.
+    """Import ComfyUI and load this pack as a custom node (as the headless command does); returns `nodes`.
 
-    Tests run in CPU mode; benchmarks and the GPU check kit pass `cpu=False`, which starts ComfyUI as its
-    main.py does on a GPU machine (allocator choice, dynamic VRAM where the tree has it). The first call decides.
+    Tests run in CPU mode; benchmarks and the GPU check kit pass `cpu=False`. The first call decides.
     """
-    if "nodes" in _booted:
-        return _booted["nodes"]
-    root = str(comfyui_path())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    import comfy.options
-
-    comfy.options.enable_args_parsing(False)
-    from comfy.cli_args import args
-
-    args.cpu = cpu
-    if not cpu:
-        _start_gpu_like_main(args)
-    import utils.extra_config  # noqa: F401  (must precede `nodes`)
-    import nodes
-
-    if not cpu:
-        _enable_dynamic_vram_like_main(args)
-
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    if not asyncio.run(nodes.load_custom_node(str(REPO_ROOT))):
-        raise RuntimeError(f"ComfyUI failed to import the pack at {REPO_ROOT}; see the log above.")
+    nodes = comfy_runtime.boot(comfyui_path(), cpu=cpu, pack_root=REPO_ROOT)
     missing = [node_id for node_id in NODE_IDS if node_id not in nodes.NODE_CLASS_MAPPINGS]
     if missing:
         raise RuntimeError(f"The pack loaded but did not register {missing}.")
-    _booted["nodes"] = nodes
     return nodes
 
 
-def _start_gpu_like_main(args: Any) -> None:
-    """What ComfyUI's main.py does before torch is imported: pick the CUDA allocator (cudaMallocAsync with
-    CUDA 13 torch builds) and, on trees with dynamic VRAM (0.12+), start comfy-aimdo.
-
-    Unlike main.py, a comfy-aimdo that fails to start leaves ComfyUI on its legacy memory management (the
-    reason in `dynamic_vram_failure`), so a GPU check still runs everything else.
-    """
-    global dynamic_vram_failure
-    import cuda_malloc  # noqa: F401  (sets PYTORCH_CUDA_ALLOC_CONF as main.py does)
-    import comfy.cli_args
-
-    enables_dynamic_vram = getattr(comfy.cli_args, "enables_dynamic_vram", None)
-    if enables_dynamic_vram is not None and enables_dynamic_vram():
-        try:
-            import comfy_aimdo.control
-
-            headroom = None if args.reserve_vram is None else int(args.reserve_vram * 1024**3)
-            comfy_aimdo.control.init(simple_vram_headroom=headroom, nvml_pressure=not args.disable_nvml_pressure)
-        except Exception as error:  # noqa: BLE001  (recorded; the tree runs without dynamic VRAM)
-            dynamic_vram_failure = f"comfy_aimdo.control.init: {type(error).__name__}: {error}"
-
-
-def _enable_dynamic_vram_like_main(args: Any) -> None:
-    """main.py's switch to ModelPatcherDynamic after model management is imported (NVIDIA, torch 2.8+)."""
-    global dynamic_vram_failure
-    import comfy.cli_args
-    import comfy.model_management as mm
-
-    enables_dynamic_vram = getattr(comfy.cli_args, "enables_dynamic_vram", None)
-    if (dynamic_vram_failure or enables_dynamic_vram is None or not (enables_dynamic_vram() and mm.is_nvidia())
-            or mm.torch_version_numeric < (2, 8)):
-        return
-    import comfy.memory_management
-    import comfy.model_patcher
-    import comfy_aimdo.control
-
-    devices = ((device.index, int(args.vram_headroom * 1024**3)) for device in mm.get_all_torch_devices())
-    try:
-        started = comfy_aimdo.control.init_devices(devices)
-    except Exception as error:  # noqa: BLE001  (recorded; the tree runs without dynamic VRAM)
-        dynamic_vram_failure = f"comfy_aimdo.control.init_devices: {type(error).__name__}: {error}"
-        return
-    if not started:
-        dynamic_vram_failure = "comfy_aimdo.control.init_devices returned False (no working comfy-aimdo, as main.py warns)"
-        return
-    comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
-    comfy.memory_management.aimdo_enabled = True
+def __getattr__(name: str) -> Any:
+    if name == "dynamic_vram_failure":  # set by the boot, read by the GPU kit's environment report
+        return comfy_runtime.dynamic_vram_failure
+    raise AttributeError(name)
 
 
 def pack(submodule: str = "") -> Any:

@@ -24,6 +24,7 @@ class DatasetImage:
     is_regularization: bool = False
     class_tokens: str = ""  # the folder's (or Load Dataset's) class tokens: the caption when there is no sidecar
     has_alpha: bool = False  # the file has transparent pixels; training composites them on white
+    flip_augment: bool = False  # mirrored at random like kohya's per-subset flip_aug (the setting flips every image)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ def encode_samples(images: list[DatasetImage], vae, model_patcher, resolution: i
         fitted, (left, top) = fit_to_bucket(picture, bucket)
         latents = base_model.process_latent_in(vae.encode(to_pixels(fitted))).to(device)[0]
         flipped = None
-        if flip:
+        if flip or image.flip_augment:
             mirrored = fitted.transpose(Image.FLIP_LEFT_RIGHT)
             flipped = base_model.process_latent_in(vae.encode(to_pixels(mirrored))).to(device)[0]
         size_info = {"width": picture.width, "height": picture.height, "crop_w": left, "crop_h": top,
