@@ -37,6 +37,11 @@ def node(class_type: str, title: str, **inputs: Any) -> dict[str, Any]:
     return {"class_type": class_type, "inputs": inputs, "_meta": {"title": title}}
 
 
+# Train LoRA's flow-matching inputs at their defaults (they apply to Flux, Chroma and SD3 only).
+FLOW_DEFAULTS = {"timestep_sampling": "family default", "sigmoid_scale": 1.0, "discrete_flow_shift": 3.1582,
+                 "weighting_scheme": "none", "guidance_scale": 1.0}
+
+
 def pipeline(*, checkpoint: str, captioner: str, size: int, prompts: str, negative: str, steps: int, cfg: float,
              sampler: str, scheduler: str, text_encoder_lr: float, prefix: str, caption: bool = True,
              resume_from: str = "") -> dict[str, Any]:
@@ -48,7 +53,7 @@ def pipeline(*, checkpoint: str, captioner: str, size: int, prompts: str, negati
              "mixed_precision": "auto", "gradient_checkpointing": True, "seed": 42, "noise_offset": 0.0,
              "min_snr_gamma": 5.0, "caption_shuffle": True, "keep_tokens": 1, "caption_dropout": 0.0,
              "flip_augment": False, "save_every_n_epochs": 1, "validation_split": 0.0, "resume_from": resume_from,
-             "sample_prompts": prompts.splitlines()[0], "sample_every_n_epochs": 2, "keep_training_state": False}
+             "sample_prompts": prompts.splitlines()[0], "sample_every_n_epochs": 2, "keep_training_state": False, **FLOW_DEFAULTS}
     workflow = {
         "1": node("CheckpointLoaderSimple", "Load Checkpoint", ckpt_name=checkpoint),
         "2": node("LoraLabLoadDataset", "Load Dataset", path="lora_dataset", repeats=10, caption_extension=".txt",
@@ -63,7 +68,7 @@ def pipeline(*, checkpoint: str, captioner: str, size: int, prompts: str, negati
         "6": node("LoraLabStrengthSweep", "Strength Sweep", model=["1", 0], clip=["1", 1], vae=["1", 2], lora=["4", 2],
                   prompts=prompts, negative=negative, strengths="0, 0.5, 0.75, 1.0", seeds="1, 2", epochs="final",
                   clip_strength_ratio=1.0, width=size, height=size, steps=steps, cfg=cfg, sampler_name=sampler,
-                  scheduler=scheduler, filename_prefix=prefix + "_sweep"),
+                  scheduler=scheduler, filename_prefix=prefix + "_sweep", guidance=3.5),
     }
     if not caption:
         del workflow["3"]
@@ -88,7 +93,7 @@ def toy_world_pipeline() -> dict[str, Any]:
              "gradient_checkpointing": False, "seed": 42, "noise_offset": 0.0, "min_snr_gamma": 5.0,
              "caption_shuffle": False, "keep_tokens": 1, "caption_dropout": 0.2, "flip_augment": False,
              "save_every_n_epochs": 2, "validation_split": 0.0, "resume_from": "",
-             "sample_prompts": TOY_PROMPTS.splitlines()[0], "sample_every_n_epochs": 2, "keep_training_state": False}
+             "sample_prompts": TOY_PROMPTS.splitlines()[0], "sample_every_n_epochs": 2, "keep_training_state": False, **FLOW_DEFAULTS}
     return {
         "1": node("LoraLabLoadDemoModel", "Load Demo Model (toy world)"),
         "2": node("LoraLabLoadDataset", "Load Dataset", path="loralab_zqx", repeats=10, caption_extension=".txt",
@@ -103,7 +108,7 @@ def toy_world_pipeline() -> dict[str, Any]:
         "6": node("LoraLabStrengthSweep", "Strength Sweep", model=["1", 0], clip=["1", 1], vae=["1", 2], lora=["4", 2],
                   prompts=TOY_PROMPTS, negative="", strengths="0, 0.25, 0.5, 0.75, 1.0", seeds="1, 2, 3",
                   epochs="all", clip_strength_ratio=1.0, width=32, height=32, steps=20, cfg=5.0, sampler_name="euler",
-                  scheduler="normal", filename_prefix="loralab/zqx_sweep"),
+                  scheduler="normal", filename_prefix="loralab/zqx_sweep", guidance=3.5),
     }
 
 

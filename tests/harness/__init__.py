@@ -6,6 +6,9 @@ path here, so every test, benchmark and GPU-kit entry point that imports the har
 import pathlib
 import sys
 
-SCRIPTS = str(pathlib.Path(__file__).resolve().parents[2] / "scripts")
-if SCRIPTS not in sys.path:
-    sys.path.append(SCRIPTS)
+REPO = pathlib.Path(__file__).resolve().parents[2]
+# scripts/ for the server; the repo root for loralab_cli's in-process boot (benchmarks and the GPU kit run as plain
+# scripts, where `python -m pytest`'s working-directory entry is missing). Appended: ComfyUI's own modules come first.
+for folder in (str(REPO / "scripts"), str(REPO)):
+    if folder not in sys.path:
+        sys.path.append(folder)
