@@ -20,7 +20,6 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import websocket
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 NODE_IDS = ("LoraLabLoadDataset", "LoraLabAutoCaption", "LoraLabTrainLoRA", "LoraLabSaveLoRA", "LoraLabStrengthSweep",
@@ -161,6 +160,8 @@ class ComfyServer:
     def run(self, prompt: dict[str, Any], timeout: float = 600, on_message=None) -> PromptRun:
         """Queue an API-format workflow, follow it over the websocket until it ends, return its history."""
         client_id = uuid.uuid4().hex
+        import websocket  # here, not at import: the GPU kit's bare machine boots the runtime without it
+
         ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=timeout)
         try:
             try:
@@ -174,7 +175,7 @@ class ComfyServer:
         history = self.get_json(f"/history/{prompt_id}").get(prompt_id, {})
         return PromptRun(prompt_id=prompt_id, history=history, messages=messages)
 
-    def _follow(self, ws: websocket.WebSocket, prompt_id: str, timeout: float, on_message) -> list[dict[str, Any]]:
+    def _follow(self, ws: "websocket.WebSocket", prompt_id: str, timeout: float, on_message) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
