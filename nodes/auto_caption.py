@@ -14,7 +14,7 @@ from ..trainer.data.tokens import clip_token_counter
 from .comfy_progress import log
 from .finite_inputs import refuse_non_finite_floats
 from .setting_inputs import setting_inputs, settings_from
-from .types import CATEGORY, DATASET
+from .types import DATASET, DatasetTextNode
 
 register_model_folder()  # models/captioners shows in /models and honours extra_model_paths.yaml
 
@@ -22,13 +22,9 @@ ACTION_LABELS = {"written": "written", "replaced": "replaced, old text in {backu
                  "kept": "kept the existing caption", "memory": "in memory only", "failed": "not captioned: {detail}"}
 
 
-class AutoCaption:
+class AutoCaption(DatasetTextNode):
     DESCRIPTION = "Captions the dataset's images; the trigger word goes first; existing captions are kept or backed up."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (DATASET, "STRING")
     RETURN_NAMES = ("dataset", "captions")
-    FUNCTION = "caption"
-    OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -36,7 +32,7 @@ class AutoCaption:
                 "optional": setting_inputs(CaptionSettings, optional=True)}
 
     @refuse_non_finite_floats
-    def caption(self, dataset, **inputs):
+    def run(self, dataset, **inputs):
         settings = settings_from(CaptionSettings, inputs)
         progress: list[comfy.utils.ProgressBar] = []
 
@@ -52,7 +48,7 @@ class AutoCaption:
             log.warning("Auto Caption cancelled after %d of %d images:\n%s", len(run.outcomes), run.to_caption, text)
             comfy.model_management.throw_exception_if_processing_interrupted()  # clears the stop flag as it raises
         captioned = dataclasses.replace(run.dataset, report=f"{dataset.report}\n\n{text}".strip())
-        return {"ui": {"text": [text]}, "result": (captioned, text)}
+        return self.shown(captioned, text)
 
 
 def summarise(run: CaptionRun, settings: CaptionSettings) -> str:

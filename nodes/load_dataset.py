@@ -12,7 +12,7 @@ from ..trainer.data.roots import comfy_dataset_roots, resolve_dataset_path, rest
 from ..trainer.data.tokens import caption_token_counter
 from ..trainer.errors import LoraLabError, SettingsError
 from ..trainer.models.families import Family, detect_family
-from .types import CATEGORY, DATASET
+from .types import DatasetTextNode
 
 restrict_comfy_listing(set(IMAGE_EXTENSIONS) | set(CAPTION_EXTENSIONS))  # /models/loralab_datasets: images and captions only
 
@@ -20,13 +20,9 @@ DEFAULT_RESOLUTION = 512
 DEFAULT_BUCKET_STEP = 64
 
 
-class LoadDataset:
+class LoadDataset(DatasetTextNode):
     DESCRIPTION = "Reads a training folder, checks every image and caption, and reports what would hurt the LoRA."
-    CATEGORY = CATEGORY
-    RETURN_TYPES = (DATASET, "STRING")
     RETURN_NAMES = ("dataset", "report")
-    FUNCTION = "load"
-    OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -65,7 +61,7 @@ class LoadDataset:
             return float("nan")
         return folder_fingerprint(*folders)
 
-    def load(self, path, repeats, caption_extension, class_tokens, regularization_path="", base_resolution=0,
+    def run(self, path, repeats, caption_extension, class_tokens, regularization_path="", base_resolution=0,
              model=None, batch_size=1, trigger_word="", epochs=10, clip=None):
         input_directory, roots = folder_paths.get_input_directory(), comfy_dataset_roots()
         family, problem = _connected_family(model)
@@ -85,7 +81,7 @@ class LoadDataset:
                               count_tokens=caption_token_counter(clip, family), resolution_source=resolution_source)
         text = report.text()
         dataset = dataclasses.replace(loaded.dataset, report=text)
-        return {"ui": {"text": [text]}, "result": (dataset, text)}
+        return self.shown(dataset, text)
 
 
 def _connected_family(model) -> tuple[Family | None, str]:

@@ -1,6 +1,6 @@
-"""Saved workflows address widgets by name and position: Train LoRA's and Auto Caption's inputs stay as released.
+"""Saved workflows address widgets by name and position: Train LoRA's, Auto Caption's and Load Dataset's inputs stay as released.
 
-`node_inputs_contract.json` holds both nodes' INPUT_TYPES as they were when the inputs became generated from the
+`node_inputs_contract.json` holds their INPUT_TYPES as they were when the inputs became generated from the
 settings dataclasses; names, order, defaults, ranges, choices and tooltips must match it exactly.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from harness import runtime
 
 CONTRACT = pathlib.Path(__file__).with_name("node_inputs_contract.json")
-NODES = ("LoraLabTrainLoRA", "LoraLabAutoCaption")
+NODES = ("LoraLabTrainLoRA", "LoraLabAutoCaption", "LoraLabLoadDataset")
 
 
 def current_inputs(node_id: str) -> str:
