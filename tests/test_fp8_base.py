@@ -12,6 +12,7 @@ import test_lora_files_helpers as helpers
 from harness import models, runtime, training_data
 
 memory = runtime.pack("trainer.training.memory")
+families = runtime.pack("trainer.models.families")
 precision = runtime.pack("trainer.training.precision")
 TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
 
@@ -145,7 +146,7 @@ def test_memory_estimate_counts_fp8_weights_at_one_byte_each(tmp_path):
     gpu = torch.device("cuda")  # the estimate only reads the device's kind; nothing runs on it
 
     def estimate(bundle):
-        return memory.training_estimator(bundle.model, bundle.clip, None, None, list(dataset.images), 64, gpu)(settings, 64)
+        return memory.training_estimator(bundle.model, bundle.clip, None, None, list(dataset.images), families.SD15, gpu)(settings, 64)
 
     fp8, fp16 = estimate(models.tiny_sd15_fp8()), estimate(models.tiny_sd15(weight_dtype=torch.float16))
     count = sum(parameter.numel() for parameter in models.tiny_sd15_fp8().model.model.diffusion_model.parameters())

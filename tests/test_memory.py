@@ -18,6 +18,7 @@ memory = runtime.pack("trainer.training.memory")
 session = runtime.pack("trainer.training.session")
 loop = runtime.pack("trainer.training.loop")
 errors = runtime.pack("trainer.errors")
+families = runtime.pack("trainer.models.families")
 TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
 
 CALIBRATION_SCRIPT = runtime.REPO_ROOT / "tests" / "bench" / "benchmark_memory_calibration.py"
@@ -67,8 +68,8 @@ def test_estimate_follows_the_settings_that_cost_memory(profile):
 def test_largest_bucket_batch_decides(tmp_path):
     dataset = training_data.captioned_shapes(tmp_path / "data", count=3, size=64, repeats=2)
     # Six square images at 1024 px: one bucket of 128x128 latents, batches capped by the images there are.
-    assert memory.bucket_batches(list(dataset.images), 4, 1024, 64) == ((4, 128 * 128),)
-    assert memory.bucket_batches(list(dataset.images), 16, 1024, 64) == ((6, 128 * 128),)
+    assert memory.bucket_batches(list(dataset.images), 4, 1024, families.SDXL) == ((4, 128 * 128),)
+    assert memory.bucket_batches(list(dataset.images), 16, 1024, families.SDXL) == ((6, 128 * 128),)
 
 
 def test_run_that_cannot_fit_stops_before_any_work_and_names_what_fits(sd15, tmp_path):
@@ -110,7 +111,7 @@ def test_named_settings_do_fit(sd15, tmp_path):
     device = torch.device("cpu")
 
     def check(candidate: TrainingSettings, resolution: int):
-        return memory.check_fits(sd15.model, sd15.clip, None, None, images, candidate, resolution, 64, device)
+        return memory.check_fits(sd15.model, sd15.clip, None, None, images, candidate, resolution, families.SD15, device)
 
     with pytest.raises(errors.OutOfMemory) as raised:
         check(settings, 2048)

@@ -60,6 +60,7 @@ def measure(point: Point) -> dict[str, Any]:
     import torch
 
     memory = runtime.pack("trainer.training.memory")
+    families = runtime.pack("trainer.models.families")
     session = runtime.pack("trainer.training.session")
     loop = runtime.pack("trainer.training.loop")
     TrainingSettings = runtime.pack("trainer.training.settings").TrainingSettings
@@ -92,7 +93,7 @@ def measure(point: Point) -> dict[str, Any]:
     adapters = sum(t.numel() for name, t in lora.weights().items() if not name.endswith(".alpha"))
     return {"point": dataclasses.asdict(point), "growth": status_kib("VmHWM") * 1024 - baseline[0],
             "profile": dataclasses.asdict(profile), "adapter_parameters": adapters,
-            "pixels": (point.resolution // memory.LATENT_SCALE) ** 2}
+            "pixels": (point.resolution // families.SD15.latent_scale) ** 2}
 
 
 def run_point(point: Point, threads: int) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class Family:
     unet_naming: str  # "diffusers" (SD1/SD2 kohya names) or "comfy" (SGM/MMDiT paths as ComfyUI has them)
     text_encoder_prefixes: dict[str, str]  # trainable ComfyUI encoder attribute -> kohya key prefix
     bucket_step: int = 64
+    latent_scale: int = 8  # image pixels per latent pixel, each way (the family's VAE)
     text_encoder_layers: dict[str, int] | None = None  # layers kohya's text encoder has, when fewer than ComfyUI's
     model_type: comfy.model_base.ModelType | None = None  # required as well, where one config class has two families
     is_v2: bool = False  # kohya's ss_v2

@@ -311,7 +311,7 @@ def prepare(plan: RunPlan, parts: TrainingParts, observer: TrainingObserver) -> 
                            "left after the validation split; lower validation_split or add images.")
     # Before any work: stop now, naming settings that would fit, if the estimated peak memory cannot fit.
     estimate = memory.check_fits(parts.unet_patcher, parts.clip, parts.unet_adapters, parts.text_adapters,
-                                 training_images, s, plan.resolution, plan.family.bucket_step, plan.device)
+                                 training_images, s, plan.resolution, plan.family, plan.device)
     log.info("LoRA Lab: this run needs about %s", estimate.describe())
     # What training needs beside the weights: ComfyUI frees that much when it loads them (unloading the VAE
     # and a cached-away text encoder from the GPU), as it does for a sampler's activations. RAM is not freed.

@@ -31,10 +31,10 @@ from .precision import COMPUTE_DTYPES
 from .settings import TrainingSettings
 
 if TYPE_CHECKING:
+    from ..models.families import Family
     from .adapters import AdapterSet
 
 GIB = 1024**3
-LATENT_SCALE = 8  # every supported family's VAE (SD1, SD2, SDXL, SD3) downsamples 8x
 MIN_RESOLUTION = 256  # the lowest resolution worth suggesting
 CONTEXT_TOKENS = 77  # one CLIP chunk: cross-attention scores per query token
 OPTIMIZER_STATE_BYTES = {  # per fp32 adapter parameter
@@ -250,11 +250,13 @@ def _block_output(block: torch.nn.Module, scales: dict[str, float], names: dict[
 # ---------------------------------------------------------------------- settings and what would fit
 
 
-def bucket_batches(images: list[DatasetImage], batch_size: int, resolution: int, bucket_step: int) -> tuple[tuple[int, int], ...]:
+def bucket_batches(images: list[DatasetImage], batch_size: int, resolution: int,
+                   family: Family) -> tuple[tuple[int, int], ...]:
     """(samples, latent pixels) of the fullest batch of each aspect bucket, as the trainer will form them."""
-    buckets = make_buckets(resolution, bucket_step)
+    buckets = make_buckets(resolution, family.bucket_step)
+    scale = family.latent_scale
     counts = samples_per_bucket((nearest_bucket(image.width, image.height, buckets), image.repeats) for image in images)
-    return tuple((min(batch_size, count), (width // LATENT_SCALE) * (height // LATENT_SCALE))
+    return tuple((min(batch_size, count), (width // scale) * (height // scale))
                  for (width, height), count in sorted(counts.items()))
 
 
@@ -373,7 +375,7 @@ def _scores_materialised() -> bool:
 
 
 def training_estimator(model_patcher, clip, unet_adapters: AdapterSet | None, text_adapters: AdapterSet | None,
-                       images: list[DatasetImage], bucket_step: int,
+                       images: list[DatasetImage], family: Family,
                        device: torch.device) -> Callable[[TrainingSettings, int], MemoryEstimate]:
     """`estimate_for(settings, resolution)`: the run's estimated peak on `device`, read from the model as
     loaded (frozen weights in their storage dtype, so fp8-stored weights count one byte each)."""
@@ -397,7 +399,7 @@ def training_estimator(model_patcher, clip, unet_adapters: AdapterSet | None, te
             weights_cast=unet_dtype != COMPUTE_DTYPES[candidate.mixed_precision],
             adapter_parameters=unet_parameters + (text_parameters if candidate.trains_text_encoder else 0),
             optimizer=candidate.optimizer,
-            batches=bucket_batches(images, candidate.batch_size, candidate_resolution, bucket_step),
+            batches=bucket_batches(images, candidate.batch_size, candidate_resolution, family),
             gradient_checkpointing=candidate.gradient_checkpointing,
             compute_bytes=COMPUTE_DTYPES[candidate.mixed_precision].itemsize, scores_materialised=scores,
         )
@@ -407,7 +409,7 @@ def training_estimator(model_patcher, clip, unet_adapters: AdapterSet | None, te
 
 
 def check_fits(model_patcher, clip, unet_adapters: AdapterSet | None, text_adapters: AdapterSet | None,
-               images: list[DatasetImage], settings: TrainingSettings, resolution: int, bucket_step: int,
+               images: list[DatasetImage], settings: TrainingSettings, resolution: int, family: Family,
                device: torch.device) -> MemoryEstimate:
     """Raise OutOfMemory before any work when the run's estimated peak exceeds the memory it can have.
 
@@ -417,7 +419,7 @@ def check_fits(model_patcher, clip, unet_adapters: AdapterSet | None, text_adapt
     """
     import comfy.model_management as mm
 
-    estimate_for = training_estimator(model_patcher, clip, unet_adapters, text_adapters, images, bucket_step, device)
+    estimate_for = training_estimator(model_patcher, clip, unet_adapters, text_adapters, images, family, device)
     estimate = estimate_for(settings, resolution)
     available = mm.get_free_memory(device) + (0 if device.type == "cpu" else _reclaimable_bytes(device))
     if estimate.total <= available:
