@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from . import comfy_runtime
 from .headless_progress import EventPrinter, cost_text
@@ -241,22 +241,22 @@ def train_one(nodes: Any, run: KohyaRun, model: tuple[Any, Any, Any], printer: E
     output_dir = pathlib.Path(run.get(COMMAND, "output_dir") or pathlib.Path.cwd() / "output")
     output_dir.mkdir(parents=True, exist_ok=True)
     with _comfy_folders(output_dir), _dataset_roots(run), torch.inference_mode():
-        dataset, report = _node(nodes, DATASET).load(**_dataset_inputs(nodes, run, model))["result"]
+        dataset, report = _node(nodes, DATASET)(**_dataset_inputs(nodes, run, model))["result"]
         dataset = with_subset_flips(dataset, run)
         report_path = write_report(nodes, output_dir, run.get(SAVE, "filename_prefix"), report)
         printer.print(f"dataset report: {report_path}")
         train_inputs = {**_defaults(nodes, TRAIN), **run.node_inputs(TRAIN)}
-        result = _node(nodes, TRAIN).train(model=model[0], clip=model[1], vae=model[2], dataset=dataset,
-                                           unique_id="headless", **train_inputs)
+        result = _node(nodes, TRAIN)(model=model[0], clip=model[1], vae=model[2], dataset=dataset,
+                                     unique_id="headless", **train_inputs)
         printer.print(result["ui"]["text"][0])
         lora = result["result"][2]
-        saved = _node(nodes, SAVE).save(lora=lora, **{**_defaults(nodes, SAVE), **run.node_inputs(SAVE),
-                                                      "overwrite": False})
+        saved = _node(nodes, SAVE)(lora=lora, **{**_defaults(nodes, SAVE), **run.node_inputs(SAVE),
+                                                "overwrite": False})
         images = list(result["ui"]["images"])
         if sweep is not None:
             side = train_inputs["resolution"] or lora.dataset_summary["resolution"]  # 0: the model's native size
-            grid = _node(nodes, SWEEP_NODE).sweep(model=model[0], clip=model[1], vae=model[2], lora=lora,
-                                                  **{"width": side, "height": side, **sweep})
+            grid = _node(nodes, SWEEP_NODE)(model=model[0], clip=model[1], vae=model[2], lora=lora,
+                                            **{"width": side, "height": side, **sweep})
             images += grid["ui"]["images"]
     files = saved["ui"]["text"] + [str(output_dir / image["subfolder"] / image["filename"]) for image in images]
     for path in files:
@@ -276,8 +276,10 @@ def with_subset_flips(dataset: Any, run: KohyaRun) -> Any:
     return dataclasses.replace(dataset, images=images)
 
 
-def _node(nodes: Any, node: str) -> Any:
-    return nodes.NODE_CLASS_MAPPINGS[NODE_TYPES.get(node, node)]()
+def _node(nodes: Any, node: str) -> Callable[..., Any]:
+    """A new instance's FUNCTION, as ComfyUI's executor calls a node."""
+    instance = nodes.NODE_CLASS_MAPPINGS[NODE_TYPES.get(node, node)]()
+    return getattr(instance, instance.FUNCTION)
 
 
 def _defaults(nodes: Any, node: str) -> dict[str, Any]:
