@@ -288,3 +288,35 @@ def test_lora_loader_on_the_saved_file_reproduces_the_trained_flux_adapter(comfy
         label = f"LoraLoader vs the trained adapter at strength {strength}"
         assert_matches(loaded, trained, label)
         assert_moved_far_beyond_error(loaded, trained, base, label)
+
+
+def test_flux_trains_clip_l_as_kohya_does_and_leaves_t5_frozen(dataset, comfy_dirs):
+    """text_encoder_lr > 0 on Flux dev trains CLIP-L under kohya's lora_te1_ names; T5-XXL stays frozen (its
+    outputs are cached), and LoraLoader puts every text-encoder key back on the graph's CLIP. In Flux, CLIP-L
+    gives the pooled vector; T5 gives the token conditioning."""
+    bundle = flow_models.tiny_flux_dev()
+    t5 = bundle.clip.cond_stage_model.t5xxl
+    t5_before = {name: tensor.clone() for name, tensor in t5.state_dict().items()}
+    base_tokens, base_pooled = encoded(bundle.clip)
+    lora = runtime.run_node("LoraLabTrainLoRA", **flux_inputs(bundle, dataset, text_encoder_lr=1e-2))[2]
+    text_names = {name for name in helpers.module_names(lora.weights()) if name.startswith("lora_te")}
+    assert text_names and all(name.startswith("lora_te1_text_model_encoder_layers_") for name in text_names)
+    assert all(torch.equal(tensor, t5_before[name]) for name, tensor in t5.state_dict().items())
+
+    saved = runtime.run_node("LoraLabSaveLoRA", lora=lora, filename_prefix="flux/clip_l", epochs="final",
+                             dtype="fp32", overwrite=False)
+    with helpers.comfy_warnings() as warnings:
+        _, clip = runtime.run_node("LoraLoader", model=bundle.model, clip=bundle.clip, strength_model=1.0,
+                                   strength_clip=1.0, lora_name=saved.ui["loras"][0]["path"].split("loras/", 1)[-1])
+    assert not [message for message in warnings if "lora key not loaded" in message], warnings
+    tokens, pooled = encoded(clip)
+    assert torch.equal(tokens, base_tokens)  # T5's conditioning: no adapter there
+    assert not torch.allclose(pooled, base_pooled)  # the trained CLIP-L moves the pooled vector
+    assert all(torch.equal(after, before) for after, before in zip(encoded(bundle.clip), (base_tokens, base_pooled)))
+
+
+def encoded(clip) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T5 token conditioning, CLIP-L pooled vector) with the CLIP's LoRA patches applied, as fp32 CPU copies."""
+    with helpers.patches_applied(clip.patcher), torch.no_grad():
+        tokens, pooled = clip.encode_from_tokens(clip.tokenize("a photo of a red circle"), return_pooled=True)
+    return tokens.to("cpu", torch.float32, copy=True), pooled.to("cpu", torch.float32, copy=True)

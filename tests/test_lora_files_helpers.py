@@ -144,17 +144,24 @@ def apply_reference(bundle: Any, weights: dict[str, torch.Tensor], strength_mode
 
 
 def unet_inputs(bundle: Any, seed: int = 1) -> dict[str, torch.Tensor]:
-    """Fixed inputs for a direct UNet call (latent, timestep, text context and, for SDXL, the pooled vector)."""
+    """Fixed inputs for a direct diffusion-model call: latent, timestep, text context and, where the model takes
+    them, the pooled vector (SDXL, Flux) and the guidance value (Flux dev)."""
     generator = torch.Generator().manual_seed(seed)
     config = bundle.model.model.model_config.unet_config
-    context_dim = config.get("context_dim") or config["context_embedder_config"]["params"]["in_features"]  # UNet / MMDiT
+    flux = config.get("image_model") == "flux"
+    context_dim = (config.get("context_dim") or config.get("context_in_dim")  # UNet / Flux
+                   or config["context_embedder_config"]["params"]["in_features"])  # MMDiT
     inputs = {
         "x": torch.randn((1, config["in_channels"], 8, 8), generator=generator),
-        "timesteps": torch.tensor([500.0]),
+        # Flux's forward names it `timestep` and takes sigma; the UNets and MMDiT take a step of 1000.
+        "timestep" if flux else "timesteps": torch.tensor([0.5 if flux else 500.0]),
         "context": torch.randn((1, 77, context_dim), generator=generator),
     }
-    if config.get("adm_in_channels"):
-        inputs["y"] = torch.randn((1, config["adm_in_channels"]), generator=generator)
+    pooled = config.get("adm_in_channels") or config.get("vec_in_dim")
+    if pooled:
+        inputs["y"] = torch.randn((1, pooled), generator=generator)
+    if config.get("guidance_embed"):
+        inputs["guidance"] = torch.tensor([3.5])
     return inputs
 
 

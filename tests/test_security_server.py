@@ -173,7 +173,8 @@ def test_load_dataset_refuses_paths_out_of_the_roots_and_sends_nothing_of_them(s
     assert files_under(private) == before
 
 
-@pytest.mark.parametrize("name", ["unet_lr", "min_snr_gamma", "noise_offset", "alpha"])
+@pytest.mark.parametrize("name", ["unet_lr", "min_snr_gamma", "noise_offset", "alpha",
+                                  "sigmoid_scale", "discrete_flow_shift", "guidance_scale"])
 def test_nan_sent_as_json_passes_comfyuis_checks_and_is_refused_by_name(server, name):
     # inf is stopped by ComfyUI's max already; nan compares false with everything, so only the node can catch it.
     run = server.run(train_prompt(**{name: float("nan")}), timeout=300)

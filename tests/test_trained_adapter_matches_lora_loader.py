@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import test_lora_files_helpers as helpers
-from harness import models, runtime, training_data
+from harness import flow_models, models, runtime, training_data
 from trained_adapter_reference import families, in_process_adapters, in_process_outputs, lora_loader_outputs, per_part, set_strength
 
 # High enough that two AdamW steps move the outputs far beyond float rounding (fp32, 1 epoch of 2 images).
@@ -80,3 +80,30 @@ def test_lora_loader_reproduces_the_trained_adapter(comfy_dirs, fp32_text_encode
 
     for before, after in zip(base, (helpers.unet_output(bundle.model, inputs), helpers.clip_output(bundle.clip))):
         assert torch.equal(before, after), "the comparisons left adapters in the graph's MODEL/CLIP"
+
+
+@pytest.mark.parametrize("network", helpers.NETWORKS)
+def test_lora_loader_reproduces_the_trained_flux_adapter(comfy_dirs, tmp_path, network):
+    """The same on Flux dev: adapters on every Linear of the double and single blocks, kohya's Flux names, fused
+    qkv layers; the guidance embedding and pooled CLIP-L vector go in as a Flux graph gives them."""
+    bundle = flow_models.tiny_flux_dev()
+    inputs = helpers.unet_inputs(bundle)
+    base = helpers.unet_output(bundle.model, inputs)
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    model_out, _, lora, _, _ = runtime.run_node("LoraLabTrainLoRA", **training_data.node_inputs(
+        bundle, dataset, network=network, epochs=2, unet_lr=LEARNING_RATE, keep_training_state=True))
+    # (two epochs: LoHa and LoKr products start at zero and move the output slowly at first)
+    saved = runtime.run_node("LoraLabSaveLoRA", lora=lora, filename_prefix=f"flux/{network}", epochs="final",
+                             dtype="fp32", overwrite=False)
+    lora_name = saved.ui["loras"][0]["lora_name"]
+    unet, _ = in_process_adapters(bundle, lora)
+    for strength in (1.0, 0.5):
+        set_strength(unet, strength)
+        trained = in_process_outputs(bundle, unet, None, inputs)[0]
+        loaded = lora_loader_outputs(bundle, lora_name, strength, inputs)[0]
+        sources = {"LoraLoader": loaded} | ({"Train LoRA's output": helpers.unet_output(model_out, inputs)} if strength == 1.0 else {})
+        for source, output in sources.items():
+            label = f"{source} vs the trained Flux adapter at strength {strength}"
+            assert_matches(output, trained, label)
+            assert_moved_far_beyond_error(output, trained, base, label)
+    assert torch.equal(helpers.unet_output(bundle.model, inputs), base), "the comparisons left adapters in the graph's MODEL"
