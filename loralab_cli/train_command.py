@@ -177,7 +177,7 @@ def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: fl
     started = time.monotonic()
     loaded: dict[str, Any] = {}
     trained: list[Trained] = []
-    with _headless_server(printer), _cancel_on_ctrl_c():
+    with _headless_server(printer), _cancel_on_ctrl_c(launched=parallel.world_size > 1):
         for index, run in enumerate(runs, start=1):
             printer.start_run(f"[{index}/{len(runs)} {run.name}] " if len(runs) > 1 else "")
             for note in run.notes + parallel_notes(run, parallel):
@@ -191,7 +191,8 @@ def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: fl
                 return CANCELLED_EXIT
             except mm.InterruptProcessingException as error:  # a BaseException in current ComfyUI
                 state = getattr(error.__cause__, "state_dir", None)  # Train LoRA's TrainingCancelled
-                failed(f"cancelled: continue with --resume {state}" if state else
+                failed("cancelled." if not parallel.is_main else  # the main process saved the state and names it
+                       f"cancelled: continue with --resume {state}" if state else
                        "cancelled before the first step ended: nothing to resume")
                 return CANCELLED_EXIT
             except Exception as error:  # noqa: BLE001  (the user sees the node's message, as ComfyUI shows it)
@@ -403,18 +404,21 @@ def _headless_server(printer: EventPrinter):
 
 
 @contextlib.contextmanager
-def _cancel_on_ctrl_c():
-    """Ctrl-C asks ComfyUI to interrupt, as its Cancel button does: Train LoRA saves its state and stops."""
+def _cancel_on_ctrl_c(launched: bool = False):
+    """Ctrl-C asks ComfyUI to interrupt, as its Cancel button does: Train LoRA saves its state and stops. Under a
+    launcher, its SIGTERM to each process (on Ctrl-C, or when another process failed) does the same."""
     import comfy.model_management as mm
 
     def interrupt(signum, frame) -> None:
         mm.interrupt_current_processing(True)
 
-    saved = signal.signal(signal.SIGINT, interrupt)
+    numbers = [signal.SIGINT] + ([signal.SIGTERM] if launched else [])
+    saved = {number: signal.signal(number, interrupt) for number in numbers}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, saved)
+        for number, handler in saved.items():
+            signal.signal(number, handler)
         mm.interrupt_current_processing(False)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import logging
 import math
 import pathlib
@@ -98,10 +99,10 @@ def dataset_fingerprint(dataset: LoraDataset) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def sample_seed(seed: int, epoch: int, batch_index: int, position: int) -> int:
-    """Each sample's randomness (noise, noise level, flip, caption) depends only on its place in the epoch, so a
-    resumed run repeats it exactly and it does not matter which process trains the sample."""
-    return int(hashlib.sha256(f"{seed}:{epoch}:{batch_index}:{position}".encode()).hexdigest()[:15], 16)
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Each sample's randomness (noise, noise level, flip, caption) depends only on its index in the epoch's order,
+    so a resumed run repeats it exactly and it does not matter which process trains the sample."""
+    return int(hashlib.sha256(f"{seed}:{epoch}:{index}".encode()).hexdigest()[:15], 16)
 
 
 # ---------------------------------------------------------------------- the plan: decided before any model work
@@ -425,12 +426,13 @@ class Trainer:
         steps_this_session = 0
         for epoch in range(state.position.epoch, s.epochs + 1):
             order = batches.epoch_batches(context.samples, self.plan.global_batch, s.seed, epoch)
+            firsts = list(itertools.accumulate((len(batch) for batch in order), initial=0))  # each batch's first index
             epoch_losses: list[float] = []
             accumulated: list[float] = []
             start_batch = state.position.batch_index if epoch == state.position.epoch else 0
             for batch_index in range(start_batch, len(order)):
                 try:
-                    share = self._micro_step(order[batch_index], epoch, batch_index)
+                    share = self._micro_step(order[batch_index], epoch, firsts[batch_index])
                 except mm.InterruptProcessingException as interrupt:
                     # ComfyUI's layers raise on cancel mid-forward: keep the last completed optimizer step.
                     raise self._cancelled(state) from interrupt
@@ -470,8 +472,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _micro_step(self, batch: list[int], epoch: int, batch_index: int) -> float:
-        """Forward and backward for this process's slice of one micro-batch (`batch` indexes the samples).
+    def _micro_step(self, batch: list[int], epoch: int, first: int) -> float:
+        """Forward and backward for this process's slice of one micro-batch (`batch` indexes the samples; `first`
+        is the index of its first sample in the epoch's order).
 
         Returns the slice's share of the batch's mean loss: the shares of all processes add up to it, and so do
         their gradients, whichever samples each process trained.
@@ -481,7 +484,7 @@ class Trainer:
         if not positions:  # a bucket's last short batch left this process nothing: it adds zero gradients
             return 0.0
         samples = [context.samples[batch[position]] for position in positions]
-        seeds = [sample_seed(s.seed, epoch, batch_index, position) for position in positions]
+        seeds = [sample_seed(s.seed, epoch, first + position) for position in positions]
         choosers = [random.Random(seed) for seed in seeds]
 
         # Clean latents, mirrored at random when flip augmentation is on.
