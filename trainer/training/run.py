@@ -89,10 +89,12 @@ def run_training(model, clip, vae, dataset: LoraDataset, settings: TrainingSetti
         outcome = train_lora(model, clip, vae, dataset, settings, observer, state_dir, resume, initial_lora,
                              on_epoch_weights=sampler, keep_state=options.keep_training_state, parallel=parallel)
     except TrainingCancelled as cancelled:
-        observer.cancelled(cancelled.state_dir)
+        if parallel.is_main:  # the one process that saved the state names it
+            observer.cancelled(cancelled.state_dir)
         raise
     except mm.InterruptProcessingException:  # while encoding, or rendering samples: between saves
-        observer.cancelled(state_dir if run_folders.has_saved_state(state_dir) else None)
+        if parallel.is_main:
+            observer.cancelled(state_dir if run_folders.has_saved_state(state_dir) else None)
         raise
     if sampler is None:
         return RunResult(outcome.lora, state_dir, outcome.warning, writes_files=parallel.is_main)
