@@ -36,11 +36,12 @@ def find_comfyui(pack_root: pathlib.Path = PACK_ROOT) -> pathlib.Path:
                         "folder. Install the pack in ComfyUI/custom_nodes, or set COMFYUI_PATH to ComfyUI's folder.")
 
 
-def boot(comfy_root: pathlib.Path, cpu: bool = True, pack_root: pathlib.Path = PACK_ROOT) -> Any:
+def boot(comfy_root: pathlib.Path, cpu: bool = True, pack_root: pathlib.Path = PACK_ROOT, gpu: int | None = None) -> Any:
     """Import ComfyUI and load this pack as a custom node; returns ComfyUI's `nodes` module.
 
     `cpu=False` starts ComfyUI as its main.py does on a GPU machine (allocator choice, dynamic VRAM where the
-    tree has it). The first call decides.
+    tree has it); `gpu` makes that CUDA device the one ComfyUI uses (a data-parallel process's own). The first
+    call decides.
     """
     if "nodes" in _booted:
         return _booted["nodes"]
@@ -55,6 +56,8 @@ def boot(comfy_root: pathlib.Path, cpu: bool = True, pack_root: pathlib.Path = P
     args.cpu = cpu
     if not cpu:
         _start_gpu_like_main(args)
+        if gpu is not None:
+            _use_gpu(gpu)
     import utils.extra_config  # noqa: F401  (must precede `nodes`)
     import nodes
 
@@ -88,6 +91,14 @@ def _start_gpu_like_main(args: Any) -> None:
             comfy_aimdo.control.init(simple_vram_headroom=headroom, nvml_pressure=not args.disable_nvml_pressure)
         except Exception as error:  # noqa: BLE001  (recorded; the tree runs without dynamic VRAM)
             dynamic_vram_failure = f"comfy_aimdo.control.init: {type(error).__name__}: {error}"
+
+
+def _use_gpu(index: int) -> None:
+    """ComfyUI trains on torch's current CUDA device: set it (after the allocator choice) before ComfyUI reads it."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(index)
 
 
 def _enable_dynamic_vram_like_main(args: Any) -> None:

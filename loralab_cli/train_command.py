@@ -4,6 +4,8 @@ ComfyUI's runtime runs in this process (its loaders, model classes and memory ma
 nodes do the work (Load Dataset, Train LoRA, Save LoRA), so a headless run writes what a workflow writes.
 Paths in a config or flag are the user's own, given on their own command line: they are trusted (any folder the
 user can read and write), unlike a node's inputs on a server, which stay inside ComfyUI's folders.
+Under `accelerate launch` or `torchrun` every process runs this command and they train each LoRA data-parallel
+(trainer/training/data_parallel.py), each on its own GPU; the main process prints and writes, the others wait.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ applies to every config and wins over the files, as on kohya's command line. See
 
 examples:
   python -m loralab_cli train --config training_config.toml
+  accelerate launch --num_processes 4 -m loralab_cli train --config training_config.toml   (4 GPUs, one LoRA)
   python -m loralab_cli train --config a.toml --config b.toml --gpu-price 0.79    (two LoRAs, one model load)
   python -m loralab_cli train --config cfg.toml --dataset_config dataset.toml --network_dim 16
   python -m loralab_cli train --config cfg.toml --sweep "sks dog on a beach" --sweep-set seeds=1,2,3
@@ -94,27 +97,42 @@ def main(argv: list[str]) -> int:
         build_parser().print_usage(sys.stderr)
         print("error: give at least one --config (or kohya flags such as --pretrained_model_name_or_path).", file=sys.stderr)
         return USAGE_EXIT
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by accelerate launch and torchrun
-        print(f"error: this command trains in one process; under accelerate or torchrun each of the "
-              f"{os.environ['WORLD_SIZE']} processes would train the same LoRA on its own. Run it without them.",
-              file=sys.stderr)
-        return USAGE_EXIT
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # set by accelerate launch and torchrun
     try:
         flags = parse_flags(kohya_words)
-        nodes = comfy_runtime.boot(comfy_runtime.find_comfyui(), cpu=args.cpu)
+        nodes = comfy_runtime.boot(comfy_runtime.find_comfyui(), cpu=args.cpu,
+                                   gpu=int(os.environ.get("LOCAL_RANK", "0")) if launched else None)
         import comfy.model_management as mm
 
-        device_type = mm.get_torch_device().type
+        device = mm.get_torch_device()
         configs = args.configs or [None]
-        runs = [load_run(config, args.dataset_config, flags, device_type) for config in configs]
+        runs = [load_run(config, args.dataset_config, flags, device.type) for config in configs]
         for run in runs:
             _require(run)
         sweep = sweep_inputs(nodes, args.sweep_prompts, args.sweep_sets)
+        data_parallel = _pack_module(nodes, "trainer.training.data_parallel")
+        parallel = join_launch(data_parallel, device)
     except (KohyaConfigError, CliError, comfy_runtime.ComfyNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return USAGE_EXIT
-    printer = EventPrinter(sys.stderr, sys.stderr.isatty(), args.gpu_price)
-    return train_all(nodes, runs, printer, args.gpu_price, sweep)
+    # One process prints: the others' progress would repeat it (their errors still show, named by rank).
+    stream = sys.stderr if parallel.is_main else open(os.devnull, "w")
+    printer = EventPrinter(stream, stream.isatty(), args.gpu_price)
+    try:
+        return train_all(nodes, runs, printer, args.gpu_price, sweep, parallel)
+    finally:
+        data_parallel.leave()
+
+
+def join_launch(data_parallel: Any, device: Any) -> Any:
+    """This process's DataParallel: under a launcher, it joins the launch's process group first."""
+    try:
+        launch = data_parallel.launched()
+    except ValueError as error:  # trainer.errors.SettingsError: a launch without its variables
+        raise CliError(str(error)) from error
+    if launch is not None:
+        data_parallel.join(launch, device)
+    return data_parallel.current()
 
 
 def _require(run: KohyaRun) -> None:
@@ -144,35 +162,53 @@ def sweep_inputs(nodes: Any, prompts: list[str], sets: list[str]) -> dict[str, A
 
 
 def train_all(nodes: Any, runs: list[KohyaRun], printer: EventPrinter, price: float | None,
-              sweep: dict[str, Any] | None = None) -> int:
+              sweep: dict[str, Any] | None = None, parallel: Any = None) -> int:
     """Train each run in turn, loading each distinct checkpoint once; returns the exit status."""
     import comfy.model_management as mm
+
+    parallel = parallel or _pack_module(nodes, "trainer.training.loop").SingleProcess()
+
+    def failed(text: str) -> None:  # every process's own failure is shown, the main one's as any other line
+        if parallel.is_main:
+            printer.print(text)
+        else:
+            print(f"process {parallel.rank}: {text}", file=sys.stderr)
 
     started = time.monotonic()
     loaded: dict[str, Any] = {}
     trained: list[Trained] = []
-    with _headless_server(printer), _cancel_on_ctrl_c():
+    with _headless_server(printer), _cancel_on_ctrl_c(launched=parallel.world_size > 1):
         for index, run in enumerate(runs, start=1):
             printer.start_run(f"[{index}/{len(runs)} {run.name}] " if len(runs) > 1 else "")
-            for note in run.notes:
+            for note in run.notes + parallel_notes(run, parallel):
                 printer.print(f"note: {note}")
             try:
                 model = models_for(run, loaded, printer)
                 check_model_type(run, model[0])
-                trained.append(train_one(nodes, run, model, printer, sweep))
+                trained.append(train_one(nodes, run, model, printer, sweep, parallel))
             except KeyboardInterrupt:
-                printer.print("cancelled.")
+                failed("cancelled.")
                 return CANCELLED_EXIT
             except mm.InterruptProcessingException as error:  # a BaseException in current ComfyUI
                 state = getattr(error.__cause__, "state_dir", None)  # Train LoRA's TrainingCancelled
-                printer.print(f"cancelled: continue with --resume {state}" if state else
-                              "cancelled before the first step ended: nothing to resume")
+                failed("cancelled." if not parallel.is_main else  # the main process saved the state and names it
+                       f"cancelled: continue with --resume {state}" if state else
+                       "cancelled before the first step ended: nothing to resume")
                 return CANCELLED_EXIT
             except Exception as error:  # noqa: BLE001  (the user sees the node's message, as ComfyUI shows it)
-                printer.print(f"error: {run.name}: {error}")
+                failed(f"error: {run.name}: {error}")
                 return FAILED_EXIT
     print_summary(trained, time.monotonic() - started, price, printer)
     return 0
+
+
+def parallel_notes(run: KohyaRun, parallel: Any) -> list[str]:
+    """Under a launcher, the global batch; learning rates stay as set, as in kohya."""
+    if parallel.world_size == 1:
+        return []
+    batch = run.get(TRAIN, "batch_size", 1)
+    return [f"{parallel.world_size} processes train data-parallel: each step's global batch is {batch * parallel.world_size} "
+            f"(batch_size {batch} x {parallel.world_size} processes); learning rates are used as set, not scaled."]
 
 
 def models_for(run: KohyaRun, loaded: dict[str, Any], printer: EventPrinter) -> tuple[Any, Any, Any]:
@@ -233,36 +269,44 @@ def check_model_type(run: KohyaRun, model: Any) -> None:
 
 
 def train_one(nodes: Any, run: KohyaRun, model: tuple[Any, Any, Any], printer: EventPrinter,
-              sweep: dict[str, Any] | None) -> Trained:
-    """Load Dataset, Train LoRA, Save LoRA (and Strength Sweep when asked) for one config, writing into its output_dir."""
+              sweep: dict[str, Any] | None, parallel: Any) -> Trained:
+    """Load Dataset, Train LoRA, Save LoRA (and Strength Sweep when asked) for one config, writing into its output_dir.
+
+    In a data-parallel run every process trains; the main one writes, and the others wait for it at a barrier.
+    """
     import torch
 
     started = time.monotonic()
     output_dir = pathlib.Path(run.get(COMMAND, "output_dir") or pathlib.Path.cwd() / "output")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if parallel.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
     with _comfy_folders(output_dir), _dataset_roots(run), torch.inference_mode():
         dataset, report = _node(nodes, DATASET)(**_dataset_inputs(nodes, run, model))["result"]
         dataset = with_subset_flips(dataset, run)
-        report_path = write_report(nodes, output_dir, run.get(SAVE, "filename_prefix"), report)
-        printer.print(f"dataset report: {report_path}")
+        if parallel.is_main:
+            printer.print(f"dataset report: {write_report(nodes, output_dir, run.get(SAVE, 'filename_prefix'), report)}")
         train_inputs = {**_defaults(nodes, TRAIN), **run.node_inputs(TRAIN)}
         result = _node(nodes, TRAIN)(model=model[0], clip=model[1], vae=model[2], dataset=dataset,
                                      unique_id="headless", **train_inputs)
         printer.print(result["ui"]["text"][0])
         lora = result["result"][2]
-        saved = _node(nodes, SAVE)(lora=lora, **{**_defaults(nodes, SAVE), **run.node_inputs(SAVE),
-                                                "overwrite": False})
-        images = list(result["ui"]["images"])
-        if sweep is not None:
-            side = train_inputs["resolution"] or lora.dataset_summary["resolution"]  # 0: the model's native size
-            grid = _node(nodes, SWEEP_NODE)(model=model[0], clip=model[1], vae=model[2], lora=lora,
-                                            **{"width": side, "height": side, **sweep})
-            images += grid["ui"]["images"]
-    files = saved["ui"]["text"] + [str(output_dir / image["subfolder"] / image["filename"]) for image in images]
+        files, images = [], list(result["ui"]["images"])
+        if parallel.is_main:
+            saved = _node(nodes, SAVE)(lora=lora, **{**_defaults(nodes, SAVE), **run.node_inputs(SAVE),
+                                                    "overwrite": False})
+            files = saved["ui"]["text"]
+            if sweep is not None:
+                side = train_inputs["resolution"] or lora.dataset_summary["resolution"]  # 0: the model's native size
+                grid = _node(nodes, SWEEP_NODE)(model=model[0], clip=model[1], vae=model[2], lora=lora,
+                                                **{"width": side, "height": side, **sweep})
+                images += grid["ui"]["images"]
+        parallel.barrier()
+    files += [str(output_dir / image["subfolder"] / image["filename"]) for image in images]
     for path in files:
         printer.print(f"wrote {path}")
     steps = len(lora.loss_history)
-    return Trained(run.name, files, time.monotonic() - started, steps, steps * train_inputs["batch_size"])
+    return Trained(run.name, files, time.monotonic() - started, steps,
+                   steps * train_inputs["batch_size"] * parallel.world_size)
 
 
 def with_subset_flips(dataset: Any, run: KohyaRun) -> Any:
@@ -362,18 +406,21 @@ def _headless_server(printer: EventPrinter):
 
 
 @contextlib.contextmanager
-def _cancel_on_ctrl_c():
-    """Ctrl-C asks ComfyUI to interrupt, as its Cancel button does: Train LoRA saves its state and stops."""
+def _cancel_on_ctrl_c(launched: bool = False):
+    """Ctrl-C asks ComfyUI to interrupt, as its Cancel button does: Train LoRA saves its state and stops. Under a
+    launcher, its SIGTERM to each process (on Ctrl-C, or when another process failed) does the same."""
     import comfy.model_management as mm
 
     def interrupt(signum, frame) -> None:
         mm.interrupt_current_processing(True)
 
-    saved = signal.signal(signal.SIGINT, interrupt)
+    numbers = [signal.SIGINT] + ([signal.SIGTERM] if launched else [])
+    saved = {number: signal.signal(number, interrupt) for number in numbers}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, saved)
+        for number, handler in saved.items():
+            signal.signal(number, handler)
         mm.interrupt_current_processing(False)
 
 

@@ -61,7 +61,8 @@ class TrainLoRA:
         loss_graph = to_pixels(chart)
         warnings = [run.warning] if run.warning else []
         try:  # the chart is also a file, so headless runs (and /history) have it without a Save Image node
-            charts = [save_output_png(chart, f"loralab/charts/{run.state_dir.name}_loss", png_info(prompt, extra_pnginfo))]
+            charts = ([save_output_png(chart, f"loralab/charts/{run.state_dir.name}_loss", png_info(prompt, extra_pnginfo))]
+                      if run.writes_files else [])
         except DiskFull as error:  # the trained LoRA matters more than its chart file
             charts = []
             warnings.append(f"The loss chart was not saved: {error}")

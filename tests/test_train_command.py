@@ -152,10 +152,13 @@ def test_a_refused_config_stops_before_loading_anything_and_exits_2(tmp_path, mo
     assert "Loading checkpoint" not in error
 
 
-def test_under_accelerate_or_torchrun_the_command_refuses_to_train_n_copies(monkeypatch, capsys):
+def test_a_world_size_without_the_launchers_other_variables_is_refused(monkeypatch, capsys):
+    """accelerate and torchrun set them all (tests/test_train_distributed.py trains under torchrun)."""
     monkeypatch.setenv("WORLD_SIZE", "2")
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
     assert train_command.main(["--config", str(GUIDE)]) == 2
-    assert "each of the 2 processes would train the same LoRA" in capsys.readouterr().err
+    assert "WORLD_SIZE=2 but RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT not set" in capsys.readouterr().err
 
 
 def test_a_kohya_config_sets_the_workflows_training_inputs(tmp_path, monkeypatch):

@@ -98,7 +98,7 @@ def build_metadata(lora: TrainedLora, epoch: int, output_name: str, saved_at: fl
     if "optimizer" in settings:
         metadata["ss_optimizer"] = optimizer_description(settings["optimizer"], settings.get("optimizer_args", {}))
     if "batch_size" in settings:
-        metadata["ss_total_batch_size"] = settings["batch_size"] * settings.get("gradient_accumulation", 1)
+        metadata["ss_total_batch_size"] = settings["batch_size"] * lora.processes * settings.get("gradient_accumulation", 1)
     metadata.update({ss_key: settings[key] for key, ss_key in SETTINGS_KEYS.items() if key in settings})
     metadata.update({ss_key: _dataset_value(summary[key]) for key, ss_key in DATASET_KEYS.items() if key in summary})
     if "buckets" in summary and "bucket_info" not in summary:  # kohya's bucket_info layout, without per-bucket counts

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import logging
 import math
 import pathlib
@@ -59,19 +60,37 @@ class TrainingCancelled(Exception):
 
 
 class DataParallel(Protocol):
-    """Where a multi-process run hooks in: the share of each epoch's batches this process trains, and the
-    gradient all-reduce before every optimizer step. A single process takes every batch and reduces nothing."""
+    """Where a multi-process run hooks in (trainer/training/data_parallel.py): each epoch is planned in global
+    batches of batch_size x world_size samples, of which this process trains the positions `shard` gives; the
+    adapter gradients are summed over processes before every optimizer step, and only the main process writes.
+    A single process trains every position and reduces nothing."""
 
-    def shard(self, order: list[list[int]]) -> list[list[int]]: ...
+    world_size: int
+    is_main: bool
+
+    def shard(self, batch_size: int) -> range: ...
 
     def reduce_gradients(self, parameters: list[torch.nn.Parameter]) -> None: ...
 
+    def total(self, value: float) -> float: ...
+
+    def barrier(self) -> None: ...
+
 
 class SingleProcess:
-    def shard(self, order: list[list[int]]) -> list[list[int]]:
-        return order
+    world_size = 1
+    is_main = True
+
+    def shard(self, batch_size: int) -> range:
+        return range(batch_size)
 
     def reduce_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
+        pass
+
+    def total(self, value: float) -> float:
+        return value
+
+    def barrier(self) -> None:
         pass
 
 
@@ -80,9 +99,10 @@ def dataset_fingerprint(dataset: LoraDataset) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def step_seed(seed: int, epoch: int, batch_index: int) -> int:
-    """Each batch's randomness depends only on its position, so a resumed run repeats it exactly."""
-    return int(hashlib.sha256(f"{seed}:{epoch}:{batch_index}".encode()).hexdigest()[:15], 16)
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Each sample's randomness (noise, noise level, flip, caption) depends only on its index in the epoch's order,
+    so a resumed run repeats it exactly and it does not matter which process trains the sample."""
+    return int(hashlib.sha256(f"{seed}:{epoch}:{index}".encode()).hexdigest()[:15], 16)
 
 
 # ---------------------------------------------------------------------- the plan: decided before any model work
@@ -99,17 +119,22 @@ class RunPlan:
     family: Family
     resolution: int
     device: torch.device
-    requested: TrainingSettings  # as given: what a resume must match
-    settings: TrainingSettings  # with mixed_precision resolved: what everything computes with
+    requested: TrainingSettings  # as given, batch_size counting the global batch: what a resume must match
+    settings: TrainingSettings  # with mixed_precision resolved: what everything computes with (batch_size per process)
     precision: PrecisionChoice
     state_dir: pathlib.Path
     resume_from: pathlib.Path | None
     resume: RunState | None
     initial_lora: TrainedLora | None
+    processes: int = 1  # data-parallel processes, each training batch_size samples of every global batch
+
+    @property
+    def global_batch(self) -> int:
+        return self.settings.batch_size * self.processes
 
 
 def plan_run(model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, state_dir: pathlib.Path,
-             resume_from: pathlib.Path | None, initial_lora: TrainedLora | None) -> RunPlan:
+             resume_from: pathlib.Path | None, initial_lora: TrainedLora | None, processes: int = 1) -> RunPlan:
     family = detect_family(model)
     resolution = settings.resolution or family.native_resolution
     _check_resolution(family, resolution)
@@ -118,9 +143,11 @@ def plan_run(model, clip, vae, dataset: LoraDataset, settings: TrainingSettings,
     precision = choose_precision(settings.mixed_precision, device)
     with torch.inference_mode(False):  # nodes run in inference mode; the optimizer state must be trainable
         resume = load_run_state(resume_from) if resume_from else None
-    plan = RunPlan(model, clip, vae, dataset, family, resolution, device, settings,
+    # The state holds global progress (batches of the global batch), so N processes may save it and M resume it.
+    requested = dataclasses.replace(settings, batch_size=settings.batch_size * processes)
+    plan = RunPlan(model, clip, vae, dataset, family, resolution, device, requested,
                    dataclasses.replace(settings, mixed_precision=precision.value), precision, state_dir, resume_from,
-                   resume, initial_lora)
+                   resume, initial_lora, processes)
     if resume:
         _check_resumable(plan, resume)
     if initial_lora is not None:
@@ -177,8 +204,13 @@ def _check_resumable(plan: RunPlan, state: RunState) -> None:
     differing = [name for name, value in plan.requested.as_dict().items()
                  if name != "epochs" and state.settings.get(name) != value]
     if differing:
+        batch = (f" The saved run trained global batches of {state.settings.get('batch_size')} samples (batch_size x "
+                 f"processes); this one would train {plan.requested.batch_size} ({plan.settings.batch_size} x "
+                 f"{plan.processes}): choose batch_size so that batch_size x processes is the same."
+                 if "batch_size" in differing else "")
         raise SettingsError(f"resume_from: the saved run used different settings ({', '.join(differing)}); "
-                            "set them back to the saved values to continue it, or clear resume_from to start over.")
+                            "set them back to the saved values to continue it, or clear resume_from to start over."
+                            + batch)
     if state.dataset_fingerprint != dataset_fingerprint(plan.dataset):
         raise SettingsError("resume_from: the dataset changed since the run was saved (images or captions differ); "
                             "continue with the same dataset, or clear resume_from.")
@@ -320,7 +352,7 @@ def prepare(plan: RunPlan, parts: TrainingParts, observer: TrainingObserver) -> 
     mm.load_models_gpu(parts.patchers, memory_required=working_memory, force_full_load=True)
     model_sampling = parts.unet_patcher.get_model_object("model_sampling")
     per_bucket = samples_per_bucket((sample.bucket, sample.image.repeats) for sample in samples)
-    steps = steps_per_epoch(per_bucket, s.batch_size, s.gradient_accumulation)
+    steps = steps_per_epoch(per_bucket, plan.global_batch, s.gradient_accumulation)
     groups = []
     if parts.unet_adapters:
         groups.append({"params": parts.unet_adapters.parameters(), "lr": s.unet_lr})
@@ -393,16 +425,18 @@ class Trainer:
         started = time.monotonic()
         steps_this_session = 0
         for epoch in range(state.position.epoch, s.epochs + 1):
-            order = self.parallel.shard(batches.epoch_batches(context.samples, s.batch_size, s.seed, epoch))
+            order = batches.epoch_batches(context.samples, self.plan.global_batch, s.seed, epoch)
+            firsts = list(itertools.accumulate((len(batch) for batch in order), initial=0))  # each batch's first index
             epoch_losses: list[float] = []
             accumulated: list[float] = []
             start_batch = state.position.batch_index if epoch == state.position.epoch else 0
             for batch_index in range(start_batch, len(order)):
                 try:
-                    loss = self._micro_step(order[batch_index], step_seed(s.seed, epoch, batch_index))
+                    share = self._micro_step(order[batch_index], epoch, firsts[batch_index])
                 except mm.InterruptProcessingException as interrupt:
                     # ComfyUI's layers raise on cancel mid-forward: keep the last completed optimizer step.
                     raise self._cancelled(state) from interrupt
+                loss = self.parallel.total(share)  # every process sees the batch's loss, and stops alike on NaN
                 if not math.isfinite(loss):
                     warning = self._divergence_message(epoch, state)
                     if not state.epochs:
@@ -422,49 +456,68 @@ class Trainer:
                 state.learning_rate_history.append([state.position.optimizer_step, learning_rate])
                 steps_this_session += 1
                 rate = steps_this_session / max(1e-9, time.monotonic() - started)
-                if self.observer.interrupted():
+                if self.parallel.total(float(self.observer.interrupted())):  # one cancels, all stop at this step
                     raise self._cancelled(state)
                 self.observer.on_step(StepReport(state.position.optimizer_step, total_steps, epoch, s.epochs,
                                                  step_loss, learning_rate, rate))
+            full_disk = None
             try:
                 self._end_epoch(state, epoch, epoch_losses)
-            except DiskFull as error:
-                return self._stopped_by_full_disk(state, epoch, error)
+            except DiskFull as error:  # only the main process writes, so only it can find the disk full
+                full_disk = error
+            if self.parallel.total(float(full_disk is not None)):  # also where the others wait while it writes
+                return self._stopped_by_full_disk(state, epoch, full_disk or DiskFull(
+                    "The main process could not save the epoch.", str(self.plan.state_dir), 0))
         return self._finished(state)
 
     # ------------------------------------------------------------------ one step
 
-    def _micro_step(self, batch: list[int], seed: int) -> float:
-        """Forward and backward for one micro-batch; returns its loss."""
+    def _micro_step(self, batch: list[int], epoch: int, first: int) -> float:
+        """Forward and backward for this process's slice of one micro-batch (`batch` indexes the samples; `first`
+        is the index of its first sample in the epoch's order).
+
+        Returns the slice's share of the batch's mean loss: the shares of all processes add up to it, and so do
+        their gradients, whichever samples each process trained.
+        """
         s, context = self.settings, self.context
-        generator = torch.Generator(self.device).manual_seed(seed)  # noise made where it is used: no copies
-        chooser = random.Random(seed)
-        samples = [context.samples[index] for index in batch]
+        positions = self.parallel.shard(len(batch))
+        if not positions:  # a bucket's last short batch left this process nothing: it adds zero gradients
+            return 0.0
+        samples = [context.samples[batch[position]] for position in positions]
+        seeds = [sample_seed(s.seed, epoch, first + position) for position in positions]
+        choosers = [random.Random(seed) for seed in seeds]
 
         # Clean latents, mirrored at random when flip augmentation is on.
         latents = torch.stack([
             sample.flipped_latents if sample.flipped_latents is not None and chooser.random() < 0.5 else sample.latents
-            for sample in samples])
+            for sample, chooser in zip(samples, choosers)])
         conds = batches.batch_conds([sample.conds or self._conds_with_augmented_caption(sample, chooser)
-                                     for sample in samples])
+                                     for sample, chooser in zip(samples, choosers)])
 
-        # Forward diffusion: noise (with optional offset) at a drawn noise level per sample.
-        noise = torch.randn(latents.shape, generator=generator, device=self.device)
-        if s.noise_offset > 0:
-            noise += s.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=generator,
-                                                  device=self.device)
-        sigmas = context.noise_levels.draw(latents, generator)
+        # Forward diffusion: each sample's noise (with optional offset) at its own drawn noise level.
+        drawn = [self._draw_noise(latent[None], torch.Generator(self.device).manual_seed(seed))
+                 for latent, seed in zip(latents, seeds)]
+        noise = torch.cat([sample_noise for sample_noise, _ in drawn])
+        sigmas = torch.cat([sigma for _, sigma in drawn])
         noisy = objectives.noisy_latents(context.model_sampling, sigmas, noise, latents)
 
         # The model predicts; the loss is measured in its own prediction space, weighted per noise level.
         with autocast(s.mixed_precision, self.device):
             denoised = self._apply_model(noisy, sigmas, conds)
         losses = objectives.per_sample_loss(denoised, latents, sigmas, context.model_sampling)
-        loss = (losses * context.noise_levels.weights(context.model_sampling, sigmas)).mean()
+        loss = (losses * context.noise_levels.weights(context.model_sampling, sigmas)).sum() / len(batch)
         scaled = loss / s.gradient_accumulation
         (context.scaler.scale(scaled) if context.scaler else scaled).backward()
         # The step's one device sync, after the backward is queued; a non-finite loss stops the run (caller).
         return loss.item()
+
+    def _draw_noise(self, latent: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One sample's noise and noise level, from its own generator."""
+        noise = torch.randn(latent.shape, generator=generator, device=self.device)
+        if self.settings.noise_offset > 0:
+            noise += self.settings.noise_offset * torch.randn((1, latent.shape[1], 1, 1), generator=generator,
+                                                              device=self.device)
+        return noise, self.context.noise_levels.draw(latent, generator)
 
     def _conds_with_augmented_caption(self, sample: batches.Sample, chooser: random.Random) -> dict:
         s = self.settings
@@ -567,12 +620,14 @@ class Trainer:
                                 f"fit this run ({error}); the state is damaged. Start the run again.") from error
         self._check_optimizer_shapes()
         s = self.settings
-        if state.position.batch_index >= len(batches.epoch_batches(context.samples, s.batch_size, s.seed,
+        if state.position.batch_index >= len(batches.epoch_batches(context.samples, plan.global_batch, s.seed,
                                                                     state.position.epoch)):
             state.position = RunPosition(state.position.epoch + 1, 0, state.position.optimizer_step)
         return state
 
     def _save_state(self, state: RunState) -> None:
+        if not self.parallel.is_main:  # the others hold the same state; one process writes it
+            return
         context = self.context
         raw = {}
         for adapters in self.parts.adapter_sets:
@@ -612,7 +667,7 @@ class Trainer:
 
     def _finished(self, state: RunState, warning: str = "") -> TrainingOutcome:
         """A run that ended (every epoch, or diverged): its state is of no further use unless asked to keep it."""
-        kept = self.keep_state or not run_folders.remove_run(self.plan.state_dir, state.run_id)
+        kept = self.keep_state or (self.parallel.is_main and not run_folders.remove_run(self.plan.state_dir, state.run_id))
         return TrainingOutcome(self._result(state, self.plan.state_dir if kept else None), warning)
 
     def _stopped_by_full_disk(self, state: RunState, epoch: int, error: DiskFull) -> TrainingOutcome:
@@ -668,7 +723,7 @@ class Trainer:
             learning_rate_history=[(int(a), float(b)) for a, b in state.learning_rate_history],
             validation_history=validation, recommended_epoch=recommended, recommendation=reason,
             state_dir=None if state_dir is None else str(state_dir), started_at=state.started_at, finished_at=time.time(),
-            memory_estimate=context.memory_estimate.as_dict(),
+            memory_estimate=context.memory_estimate.as_dict(), processes=plan.processes,
         )
 
 
@@ -681,7 +736,7 @@ def train_lora(model, clip, vae, dataset: LoraDataset, settings: TrainingSetting
     The resumable state in `state_dir` is removed when the run finishes, unless `keep_state`; a cancelled run,
     or one stopped by a full disk, keeps it. trainer/training/run.py decides `state_dir` and the hook for callers.
     """
-    plan = plan_run(model, clip, vae, dataset, settings, state_dir, resume_from, initial_lora)
+    plan = plan_run(model, clip, vae, dataset, settings, state_dir, resume_from, initial_lora, parallel.world_size)
     with torch.inference_mode(False), session.training_flag():
         parts = inject_adapters(plan)
         try:

@@ -3,7 +3,9 @@
 `run_training` takes plain values: the settings, the dataset, ComfyUI's MODEL/CLIP/VAE objects, the output
 folder, the run options (resume, sample prompts, keeping the state) and an observer for progress, samples and
 cancelling. It decides where the run's resumable state lives (a new `<date>-<time>-seed<seed>` folder, or the
-one `resume_from` names), wires the epoch sample renderer, and trains (trainer/training/loop.py).
+one `resume_from` names), wires the epoch sample renderer, and trains (trainer/training/loop.py), data-parallel
+when the process joined a launch's process group (trainer/training/data_parallel.py), where only the main process
+renders samples and writes.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from ..data.dataset import LoraDataset
 from ..models.families import detect_family
 from ..setting_fields import setting
 from ..sweep.epoch_samples import EpochSampler, parse_sample_prompts, sample_defaults
-from . import run_folders
+from . import data_parallel, run_folders
 from .loop import TrainingCancelled, train_lora
 from .progress import TrainingObserver
 from .settings import TrainingSettings
@@ -64,6 +66,7 @@ class RunResult:
     state_dir: pathlib.Path
     warning: str = ""  # set when training stopped early but trained epochs were kept
     sample_files: list[dict[str, str]] = field(default_factory=list)  # ComfyUI `ui` image entries
+    writes_files: bool = True  # False in a data-parallel run's other processes: the main process writes
 
 
 def run_training(model, clip, vae, dataset: LoraDataset, settings: TrainingSettings, observer: RunObserver, *,
@@ -78,19 +81,23 @@ def run_training(model, clip, vae, dataset: LoraDataset, settings: TrainingSetti
     """
     resume = run_folders.resolve_resume_from(options.resume_from, output_directory) if options.resume_from.strip() else None
     state_dir = resume or run_folders.new_run_folder(output_directory, settings.seed)
-    sampler = _epoch_sampler(model, clip, vae, settings, options, state_dir, observer, prompt, extra_pnginfo)
+    parallel = data_parallel.current()
+    sampler = (_epoch_sampler(model, clip, vae, settings, options, state_dir, observer, prompt, extra_pnginfo)
+               if parallel.is_main else None)
     observer.started(state_dir)
     try:
         outcome = train_lora(model, clip, vae, dataset, settings, observer, state_dir, resume, initial_lora,
-                             on_epoch_weights=sampler, keep_state=options.keep_training_state)
+                             on_epoch_weights=sampler, keep_state=options.keep_training_state, parallel=parallel)
     except TrainingCancelled as cancelled:
-        observer.cancelled(cancelled.state_dir)
+        if parallel.is_main:  # the one process that saved the state names it
+            observer.cancelled(cancelled.state_dir)
         raise
     except mm.InterruptProcessingException:  # while encoding, or rendering samples: between saves
-        observer.cancelled(state_dir if run_folders.has_saved_state(state_dir) else None)
+        if parallel.is_main:
+            observer.cancelled(state_dir if run_folders.has_saved_state(state_dir) else None)
         raise
     if sampler is None:
-        return RunResult(outcome.lora, state_dir, outcome.warning)
+        return RunResult(outcome.lora, state_dir, outcome.warning, writes_files=parallel.is_main)
     outcome.lora.samples = dict(sampler.samples)
     return RunResult(outcome.lora, state_dir, outcome.warning, list(sampler.files))
 

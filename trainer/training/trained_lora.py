@@ -49,6 +49,7 @@ class TrainedLora:
     started_at: float = 0.0
     finished_at: float = 0.0
     memory_estimate: dict[str, int] = field(default_factory=dict)  # the run's estimated peak in bytes, by part and "total"
+    processes: int = 1  # data-parallel processes, each training settings["batch_size"] samples of every batch
 
     @property
     def final_epoch(self) -> int:
