@@ -1,10 +1,11 @@
 """`torchrun -m loralab_cli train`: two CPU processes (gloo) train one LoRA data-parallel.
 
-Three runs of the command on a tiny SD1.5 checkpoint and three images (one bucket; a global batch of 2 leaves each
-epoch's last batch with one sample, so one process trains nothing in it):
-- 2 processes at batch_size 1 for epoch 1, keeping the state;
+Runs of the command on a tiny SD1.5 checkpoint and three images (one bucket; a global batch of 2 leaves each
+epoch's last batch with one sample, so one process trains nothing in it; 2 steps an epoch):
+- 2 processes at batch_size 1 for epoch 1;
 - 1 process at batch_size 2 for epochs 1-2 without a break;
-- 1 process at batch_size 2 resuming the 2-process state for epoch 2.
+- 2 processes at batch_size 1 for epochs 1-2, cancelled with Ctrl-C in epoch 2, then resumed by 1 process at
+  batch_size 2.
 Epoch 1 of the first equals epoch 1 of the second (same global batch and seed), the resumed run ends equal to the
 uninterrupted one, and only the main process wrote files.
 """
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import os
 import pathlib
+import signal
 import socket
 import sys
+import time
 
 import pytest
 import torch
@@ -50,18 +53,38 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def train(folder: pathlib.Path, logs: str, arguments: list[str], processes: int = 1) -> str:
-    """Runs the command (under torchrun for several processes); returns its log."""
+def launch(arguments: list[str], processes: int) -> tuple[list[str], dict[str, str]]:
+    """The command line (under torchrun for several processes) and its environment."""
     launcher = (["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
                  "--master_port", str(free_port())] if processes > 1 else [])
-    command = [sys.executable, *launcher, "-m", "loralab_cli", "train", *arguments]
-    (folder / logs).mkdir()
     environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
+    return [sys.executable, *launcher, "-m", "loralab_cli", "train", *arguments], environment
+
+
+def train(folder: pathlib.Path, logs: str, arguments: list[str], processes: int = 1) -> str:
+    """Runs the command to its end; returns its log."""
+    command, environment = launch(arguments, processes)
+    (folder / logs).mkdir()
     with ProcessGroup(command, folder / logs, cwd=folder, env=environment) as run:
         status = run.wait(QUIET_LIMIT_S)
         log = run.output()
     assert status == 0, log[-5000:]
     return log
+
+
+def cancelled(folder: pathlib.Path, logs: str, arguments: list[str], processes: int, after: str) -> str:
+    """Runs the command and presses Ctrl-C (SIGINT to the whole process group, as a terminal sends it) once
+    `after` has been printed; returns its log."""
+    command, environment = launch(arguments, processes)
+    (folder / logs).mkdir()
+    with ProcessGroup(command, folder / logs, cwd=folder, env=environment) as run:
+        deadline = time.monotonic() + QUIET_LIMIT_S
+        while after not in run.output():
+            assert run.process.poll() is None and time.monotonic() < deadline, run.output()[-5000:]
+            time.sleep(0.2)
+        os.killpg(run.group_id, signal.SIGINT)
+        run.wait(QUIET_LIMIT_S)
+        return run.output()
 
 
 def assert_same_weights(path: pathlib.Path, expected: pathlib.Path) -> None:
@@ -92,5 +115,9 @@ def test_two_processes_train_as_one_and_resume_on_one(folder):
     train(folder, "logs_one", flags(folder, "one", 2, 2))
     assert_same_weights(two / "lora.safetensors", folder / "one" / "lora-000001.safetensors")
 
-    train(folder, "logs_resumed", flags(folder, "two", 2, 2, "--resume", str(states[0])))
-    assert_same_weights(two / "lora_2.safetensors", folder / "one" / "lora.safetensors")
+    log = cancelled(folder, "logs_cancelled", flags(folder, "cancelled", 1, 2), processes=2, after="step 3/4")
+    resume = [line.split("--resume ", 1)[1].strip() for line in log.splitlines() if "continue with --resume" in line]
+    assert len(resume) == 1, log[-5000:]  # named once, by the main process, which saved the state
+    assert not (folder / "cancelled" / "lora.safetensors").exists()
+    train(folder, "logs_resumed", flags(folder, "cancelled", 2, 2, "--resume", resume[0]))
+    assert_same_weights(folder / "cancelled" / "lora.safetensors", folder / "one" / "lora.safetensors")
