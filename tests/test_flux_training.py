@@ -222,10 +222,14 @@ def diffusers_named(kohya: dict[str, torch.Tensor], model) -> dict[str, torch.Te
     import comfy.utils
 
     out = {}
+    written_whole: dict[str, bool] = {}  # ComfyUI weight -> written under one name (else split into rows)
     for diffusers_key, target in comfy.utils.flux_to_diffusers(model.model_config.unet_config, output_prefix="").items():
         if not diffusers_key.endswith(".weight") or (not isinstance(target, str) and target[1] is None):
             continue  # biases, and the final layer's reordered modulation (never adapted)
         weight_key, rows = (target, None) if isinstance(target, str) else (target[0], target[1][1:])
+        if weight_key in written_whole and (rows is None or written_whole[weight_key]):
+            continue  # a later alias of a layer already written (0.33 also maps Flux.2's and LyCORIS's names)
+        written_whole[weight_key] = rows is None
         name = "lora_unet_" + weight_key[: -len(".weight")].replace(".", "_")
         if f"{name}.lora_down.weight" not in kohya:
             continue
