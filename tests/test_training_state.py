@@ -298,3 +298,16 @@ def test_a_state_with_wrong_shapes_or_a_missing_file_is_refused_naming_the_file(
                                          for key, value in tensors.items()}, str(target))
         with pytest.raises(errors.SettingsError, match=rf"resume_from: .*{file_name}"):
             runtime.run_node("LoraLabTrainLoRA", **node_inputs(sd15, dataset, epochs=2, resume_from=case))
+
+
+def test_a_resume_at_another_global_batch_says_what_batch_size_continues_it(tmp_path, comfy_dirs):
+    """The state counts global batches (batch_size x processes): a resume that would train another global batch
+    names both and how to match them (a state from 2 processes at batch 1 resumes on 1 process at batch 2)."""
+    sd15 = models.FAMILIES["sd15"]()
+    dataset = training_data.captioned_shapes(tmp_path / "data", count=2)
+    first = runtime.run_node("LoraLabTrainLoRA", **training_data.node_inputs(sd15, dataset, epochs=1, batch_size=1,
+                                                                             keep_training_state=True))[2]
+    with pytest.raises(errors.SettingsError, match=r"global batches of 1 samples \(batch_size x processes\); this one "
+                                                   r"would train 2 \(2 x 1\): choose batch_size"):
+        runtime.run_node("LoraLabTrainLoRA", **training_data.node_inputs(sd15, dataset, epochs=2, batch_size=2,
+                                                                         resume_from=first.state_dir))
