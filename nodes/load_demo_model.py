@@ -5,23 +5,30 @@ from .types import CATEGORY
 
 
 class LoadDemoModel:
-    DESCRIPTION = ("Loads LoRA Lab's built-in toy-world model: 32x32 images of red, yellow, green or blue circles, "
-                   "squares and triangles on white, gray or black backgrounds (\"a red circle on a white background\"). "
-                   "Small enough to train a LoRA on a CPU in a minute. Use Empty Latent (LoRA Lab) for its latents.")
+    DESCRIPTION = ("Loads one of LoRA Lab's built-in toy-world models: 32x32 images of red, yellow, green or blue "
+                   "circles, squares and triangles on white, gray or black backgrounds (\"a red circle on a white "
+                   "background\"). toy_world has SD1.5's architecture, flow_toy_world Flux.1's (sample it with cfg 4). "
+                   "Small enough to train a LoRA on a CPU in a minute. Use Empty Latent (LoRA Lab) for their latents.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {}}
+        from ..trainer.toy_world.demo_models import DEMO_MODELS
 
-    def load(self):
+        choices = list(DEMO_MODELS)
+        return {"required": {}, "optional": {"model_name": (choices, {
+            "default": choices[0], "tooltip": "toy_world: SD1.5 architecture (eps prediction). flow_toy_world: Flux.1 "
+                                              "architecture (flow matching, T5 + CLIP-L)."})}}
+
+    def load(self, model_name="toy_world"):
         import folder_paths
 
-        from ..trainer.toy_world.model import load_toy_world
+        from ..trainer.toy_world.demo_models import demo_kind, load_demo_model
 
-        models = load_toy_world(embedding_directory=folder_paths.get_folder_paths("embeddings"))
+        models = load_demo_model(demo_kind(model_name).weights_path,
+                                 embedding_directory=folder_paths.get_folder_paths("embeddings"))
         return (models.model, models.clip, models.vae)
 
 

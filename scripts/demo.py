@@ -2,7 +2,8 @@
 
 By default it teaches LoRA Lab's built-in toy-world model (32x32 coloured shapes) a new concept, `zqx`, a purple
 ring the model never drew, from 20 generated captioned images, with no download; the Strength Sweep grid shows
-the ring fading in as the LoRA's strength grows. With --checkpoint it runs the SD1.5 pipeline on your checkpoint
+the ring fading in as the LoRA's strength grows. --model flow_toy_world does the same on the Flux-architecture
+flow toy world (flow matching, T5 + CLIP-L). With --checkpoint it runs the SD1.5 pipeline on your checkpoint
 instead (a GPU is recommended), on --dataset.
 
 A rerun with the same dataset, options, model and LoRA Lab code trains nothing: it prints the files of the earlier
@@ -32,7 +33,9 @@ from trainer.errors import DatasetError  # noqa: E402
 from trainer.toy_world.concept_dataset import write_concept_dataset  # noqa: E402  (generated data, no download)
 
 EXAMPLES = REPO / "example_workflows" / "api"
-TOY_WORKFLOW = EXAMPLES / "loralab_toy_world_demo.json"
+TOY_WORKFLOWS = {"toy_world": EXAMPLES / "loralab_toy_world_demo.json",
+                 "flow_toy_world": EXAMPLES / "loralab_flow_toy_world_demo.json"}
+TOY_DESCRIPTIONS = {"toy_world": "the toy-world model", "flow_toy_world": "the flow toy world (Flux architecture)"}
 SD15_WORKFLOW = EXAMPLES / "loralab_sd15_pipeline.json"
 CONCEPT_FOLDER = "loralab_zqx"  # inside ComfyUI's input folder, as the toy-world example names it
 SD15_DATASET_FOLDER = "lora_dataset"  # inside ComfyUI's input folder, as the SD1.5 example names it
@@ -42,6 +45,9 @@ BAD_INPUT_EXIT = 2
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=list(TOY_WORKFLOWS), default="toy_world",
+                        help="the built-in model the demo trains: toy_world (SD1.5 architecture) or flow_toy_world "
+                             "(Flux.1 architecture, flow matching)")
     parser.add_argument("--checkpoint", type=pathlib.Path,
                         help="a real SD1.5 checkpoint: run the SD1.5 pipeline example on it (GPU recommended)")
     parser.add_argument("--dataset", type=pathlib.Path,
@@ -57,6 +63,8 @@ def parse_arguments() -> argparse.Namespace:
     args = parser.parse_args()
     if args.checkpoint is not None and not args.checkpoint.is_file():
         parser.error(f"--checkpoint {args.checkpoint}: no such file")
+    if args.checkpoint is not None and args.model != "toy_world":
+        parser.error("--model picks a built-in model and --checkpoint your SD1.5 checkpoint: pass one of them")
     return args
 
 
@@ -160,13 +168,13 @@ def describe(args: argparse.Namespace, dataset: pathlib.Path) -> str:
     if args.checkpoint is not None:
         return f"LoRA Lab demo: the SD1.5 pipeline on {args.checkpoint.resolve()}, trained on the images in {dataset}"
     if args.dataset is not None:
-        return f"LoRA Lab demo: the toy-world model trained on the images in {dataset} (nothing is downloaded)"
-    return (f"LoRA Lab demo: the toy-world model learns `zqx`, a purple ring, from the 20 pictures in {dataset} "
+        return f"LoRA Lab demo: {TOY_DESCRIPTIONS[args.model]} trained on the images in {dataset} (nothing is downloaded)"
+    return (f"LoRA Lab demo: {TOY_DESCRIPTIONS[args.model]} learns `zqx`, a purple ring, from the 20 pictures in {dataset} "
             "(nothing is downloaded)")
 
 
 def run_demo(args: argparse.Namespace, base: pathlib.Path) -> int:
-    workflow_file = TOY_WORKFLOW if args.checkpoint is None else SD15_WORKFLOW
+    workflow_file = TOY_WORKFLOWS[args.model] if args.checkpoint is None else SD15_WORKFLOW
     workflow = load_workflow(workflow_file)
     options = cli_options(args, base)
     dataset = dataset_folder(args, base)

@@ -1,14 +1,18 @@
-"""Pretrain the toy-world model (trainer/toy_world/toy_world.safetensors) from nothing, reproducibly.
+"""Pretrain a demo model (trainer/toy_world/*.safetensors) from nothing, reproducibly.
 
     eval "$(bash scripts/provision.sh | sed 's/^/export /')"
-    "$PYTHON" scripts/pretrain_toy_world.py     # 2 threads; 33.5 minutes measured with 3-4 other jobs on 2 cores
+    "$PYTHON" scripts/pretrain_toy_world.py                          # toy_world: 33.5 min with 3-4 other jobs on 2 cores
+    "$PYTHON" scripts/pretrain_toy_world.py --model flow_toy_world   # the Flux-architecture one
 
 Two phases, both on ComfyUI's own modules so the result loads into ComfyUI unchanged:
-1. the VAE (AutoencoderKL, 4x downsampling) learns to reproduce any colour and shape on any background;
-2. the UNet and the CLIP text model learn, jointly, to draw "a <colour> <shape> on a <background> background"
-   for the base vocabulary (trainer/toy_world/scenes.py), with ComfyUI's `model_sampling` (eps prediction,
-   SD1.5's noise schedule), 10% empty captions so classifier-free guidance works and 15% without the
-   background so short prompts work.
+1. the VAE (AutoencoderKL, 4x downsampling; 4 latent channels, or Flux's 16) learns to reproduce any colour
+   and shape on any background;
+2. the denoiser learns to draw "a <colour> <shape> on a <background> background" for the base vocabulary
+   (trainer/toy_world/scenes.py), with 10% empty captions so classifier-free guidance works and 15% without
+   the background so short prompts work. toy_world: the UNet and the CLIP text model jointly, with ComfyUI's
+   `model_sampling` (eps prediction, SD1.5's noise schedule). flow_toy_world: the Flux transformer alone on
+   rectified flow (logit-normal timesteps, velocity loss, random guidance it learns to ignore) under frozen,
+   randomly initialised CLIP-L and T5 (a LoRA never trains T5; random encoders already tell captions apart).
 Seeds, thread count and step counts are fixed, so a rerun with the same torch build gives the same tensors
 (the safetensors header may list its metadata in another order).
 """
@@ -69,15 +73,24 @@ def import_pack_trainer() -> Any:
 
 
 def reset_parameters_(module: torch.nn.Module) -> torch.nn.Module:
-    """Run torch's own initialisation on every layer: ComfyUI's layer classes skip it (pitfall 1)."""
+    """Run torch's own initialisation on every layer: ComfyUI's layer classes skip it (pitfall 1). Norms that
+    are not torch's (Flux's RMSNorm `scale`, T5's LayerNorm `weight`) start at one."""
+    initialised: set[int] = set()
     with torch.no_grad():
         for layer in module.modules():
             if isinstance(layer, torch.nn.Embedding):
                 layer.weight.normal_(0.0, 0.02)  # CLIP's token and position embedding scale
+                initialised.add(id(layer.weight))
                 continue
             for torch_class in (torch.nn.Linear, torch.nn.Conv2d, torch.nn.GroupNorm, torch.nn.LayerNorm):
                 if isinstance(layer, torch_class):
                     torch_class.reset_parameters(layer)  # ComfyUI's subclasses turn their own into a no-op
+                    initialised.update(id(parameter) for parameter in layer.parameters(recurse=False))
+        for name, parameter in module.named_parameters():
+            if id(parameter) not in initialised and parameter.ndim > 0:  # scalars (CLIP's logit_scale) have values
+                if parameter.ndim != 1 or not name.endswith(("scale", "weight")):
+                    raise RuntimeError(f"no initialisation known for {name} {tuple(parameter.shape)}")
+                parameter.fill_(1.0)
     return module
 
 
@@ -152,7 +165,7 @@ def vae_batch(scenes: Any, rng: np.random.Generator, size: int) -> np.ndarray:
 def train_vae(toy: Any, rng: np.random.Generator, steps: int, batch_size: int) -> torch.nn.Module:
     from comfy.ldm.modules.distributions.distributions import DiagonalGaussianDistribution
 
-    vae = reset_parameters_(toy.model.new_vae_module()).train()
+    vae = reset_parameters_(toy.loader.new_vae_module(toy.kind)).train()
     with torch.no_grad():  # start with a small posterior spread, so early reconstructions are not drowned in noise
         vae.quant_conv.bias[vae.embed_dim:] = -6.0
     optimizer = torch.optim.AdamW(vae.parameters(), lr=1.5e-3, betas=(0.9, 0.99), weight_decay=0.0)
@@ -188,16 +201,17 @@ def encode(vae: torch.nn.Module, images: np.ndarray) -> tuple[torch.Tensor, torc
     return torch.cat(means), torch.cat(stds)
 
 
-def latent_statistics(means: torch.Tensor, images: np.ndarray, downscale: int) -> dict[str, str]:
-    """The latent scale (unit variance, as SD's 0.18215 gives SD latents) and a linear latent-to-RGB map
-    for ComfyUI's sampling previews, fitted on the scaled latents."""
-    scale = 1.0 / means.std().item()
-    latents = (means * scale).permute(0, 2, 3, 1).reshape(-1, means.shape[1])
+def latent_statistics(means: torch.Tensor, images: np.ndarray, downscale: int, with_shift: bool) -> dict[str, str]:
+    """The latent scale (unit variance, as SD's 0.18215 gives SD latents), for Flux-type latent formats also the
+    shift (zero mean), and a linear latent-to-RGB map for ComfyUI's sampling previews, fitted on the model's latents."""
+    shift = means.mean().item() if with_shift else 0.0
+    scale = 1.0 / (means - shift).std().item()
+    latents = ((means - shift) * scale).permute(0, 2, 3, 1).reshape(-1, means.shape[1])
     pooled = torch.nn.functional.avg_pool2d(to_tensor(images), downscale).permute(0, 2, 3, 1).reshape(-1, 3)
     design = torch.cat([latents, torch.ones(len(latents), 1)], dim=1)
     solution = torch.linalg.lstsq(design, pooled).solution  # (channels + 1, 3)
     return {
-        "latent_scale": repr(scale),
+        "latent_scale": repr(scale), **({"latent_shift": repr(shift)} if with_shift else {}),
         "latent_rgb_factors": json.dumps([[round(v, 4) for v in row] for row in solution[:-1].tolist()]),
         "latent_rgb_factors_bias": json.dumps([round(v, 4) for v in solution[-1].tolist()]),
     }
@@ -206,12 +220,12 @@ def latent_statistics(means: torch.Tensor, images: np.ndarray, downscale: int) -
 def reuse_vae(toy: Any, path: pathlib.Path) -> tuple[torch.nn.Module, dict[str, str]]:
     import comfy.utils
 
-    sd, metadata = toy.model.read_weights(path)
-    vae = toy.model.new_vae_module()
-    vae_sd = comfy.utils.state_dict_prefix_replace(sd, {toy.model.VAE_PREFIX: ""}, filter_keys=True)
+    _, sd, metadata = toy.loader.read_weights(path)
+    vae = toy.loader.new_vae_module(toy.kind)
+    vae_sd = comfy.utils.state_dict_prefix_replace(sd, {toy.loader.VAE_PREFIX: ""}, filter_keys=True)
     vae.load_state_dict({k: v.float() for k, v in vae_sd.items()})
-    keys = ("latent_scale", "latent_rgb_factors", "latent_rgb_factors_bias")
-    return vae.eval().requires_grad_(False), {key: metadata[key] for key in keys}
+    keys = ("latent_scale", "latent_shift", "latent_rgb_factors", "latent_rgb_factors_bias")
+    return vae.eval().requires_grad_(False), {key: metadata[key] for key in keys if key in metadata}
 
 
 # ---------------------------------------------------------------- phase 2: UNet and text encoder
@@ -268,10 +282,11 @@ class EMA:
                 self.shadow[key].copy_(value)
 
 
-def train_unet_and_text_encoder(toy: Any, vae: torch.nn.Module, scale: float, rng: np.random.Generator,
+def train_unet_and_text_encoder(toy: Any, vae: torch.nn.Module, statistics: dict[str, str], rng: np.random.Generator,
                                 steps: int, batch_size: int, pool_size: int) -> tuple[dict, dict]:
     import comfy.model_base
 
+    scale = float(statistics["latent_scale"])
     images, labels = base_scene_pool(toy.scenes, rng, pool_size)
     means, stds = encode(vae, images)
     log.info("encoded %d base scenes", len(images))
@@ -318,15 +333,82 @@ def train_unet_and_text_encoder(toy: Any, vae: torch.nn.Module, scale: float, rn
     return unet_ema.shadow, text_ema.shadow
 
 
+class CaptionEncodings:
+    """(T5 sequence, CLIP-L pooled) per caption, exactly as CLIPTextEncode gives them, from frozen encoders; memoised."""
+
+    def __init__(self, clip: Any) -> None:
+        self.clip, self.cache = clip, {}
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        for text in captions:
+            if text not in self.cache:
+                context, pooled = self.clip.encode_from_tokens(self.clip.tokenize(text), return_pooled=True)
+                self.cache[text] = (context[0].float(), pooled[0].float())
+        return (torch.stack([self.cache[text][0] for text in captions]),
+                torch.stack([self.cache[text][1] for text in captions]))
+
+
+def flux_checkpoint_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Black Forest Labs' checkpoint names (RMS norms as `.scale`), which every ComfyUI reads whatever its own names."""
+    import re
+
+    return {re.sub(r"(query_norm|key_norm)\.weight$", r"\1.scale", key): value for key, value in weights.items()}
+
+
+def train_flow_transformer(toy: Any, vae: torch.nn.Module, statistics: dict[str, str], rng: np.random.Generator,
+                           steps: int, batch_size: int, pool_size: int) -> tuple[dict, dict]:
+    import comfy.sd
+    from loralab_trainer.training.session import ResidualsOutOfPlace as residuals_out_of_place
+
+    images, labels = base_scene_pool(toy.scenes, rng, pool_size)
+    means, stds = encode(vae, images)
+    scale, shift = float(statistics["latent_scale"]), float(statistics["latent_shift"])
+    log.info("encoded %d base scenes", len(images))
+
+    clip = comfy.sd.CLIP(target=toy.kind.clip_target(), embedding_directory=None)
+    reset_parameters_(clip.cond_stage_model)
+    encodings = CaptionEncodings(clip)
+    base_model = toy.model.model_config().get_model({}, "", device="cpu")
+    transformer = reset_parameters_(base_model.diffusion_model).train()
+    with torch.no_grad():  # adaLN-zero's cheaper half: the output starts at zero velocity, so early steps are calm
+        transformer.final_layer.linear.weight.zero_()
+        transformer.final_layer.linear.bias.zero_()
+    optimizer = torch.optim.AdamW([{"params": list(transformer.parameters()), "lr": 1e-3, "peak_lr": 1e-3}],
+                                  betas=(0.9, 0.99), weight_decay=0.01)
+    ema = EMA(transformer, 0.995)
+    progress = Progress("flux", steps)
+    for step in range(steps):
+        set_learning_rate(optimizer, learning_rate(step, steps, 1.0, warmup=50))
+        index = torch.from_numpy(rng.integers(0, len(images), size=batch_size))
+        latents = (means[index] + stds[index] * torch.randn_like(means[index]) - shift) * scale
+        context, pooled = encodings([caption_for(toy.scenes, labels[i], rng) for i in index])
+        # Rectified flow on ComfyUI's CONST schedule: x = (1 - sigma) * latent + sigma * noise, sigma logit-normal (SD3).
+        sigma = torch.sigmoid(torch.randn(batch_size)).clamp(1e-3, 1.0)
+        noise = torch.randn_like(latents)
+        noisy = base_model.model_sampling.noise_scaling(sigma.view(-1, 1, 1, 1), noise, latents)
+        guidance = torch.empty(batch_size).uniform_(1.0, 5.0)  # Flux dev's input; the toy learns to ignore it
+        with residuals_out_of_place():  # Flux's blocks add residuals in place, which autograd rejects (pitfall 2)
+            denoised = base_model.apply_model(noisy, sigma, c_crossattn=context, y=pooled, guidance=guidance)
+        velocity = (noisy - denoised) / sigma.view(-1, 1, 1, 1)
+        loss = ((velocity - (noise - latents)) ** 2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
+        optimizer.step()
+        ema.update(transformer)
+        progress.update(step, loss.item())
+    return flux_checkpoint_names(ema.shadow), clip.cond_stage_model.state_dict()
+
+
 # ---------------------------------------------------------------- writing the file
 
 
 def write_weights(toy: Any, path: pathlib.Path, unet: dict, text: dict, vae: dict, metadata: dict[str, str]) -> None:
     import safetensors.torch
 
-    state = {f"{toy.model.UNET_PREFIX}{k}": v for k, v in unet.items()}
-    state.update({f"{toy.model.CLIP_PREFIX}{k}": v for k, v in text.items()})
-    state.update({f"{toy.model.VAE_PREFIX}{k}": v for k, v in vae.items()})
+    state = {f"{toy.loader.UNET_PREFIX}{k}": v for k, v in unet.items()}
+    state.update({f"{toy.loader.CLIP_PREFIX}{k}": v for k, v in text.items()})
+    state.update({f"{toy.loader.VAE_PREFIX}{k}": v for k, v in vae.items()})
     state = {k: (v.to(torch.float16) if v.dtype.is_floating_point else v).contiguous() for k, v in state.items()}
     partial = path.with_name(path.name + ".partial")
     safetensors.torch.save_file(state, str(partial), metadata=metadata)
@@ -335,26 +417,32 @@ def write_weights(toy: Any, path: pathlib.Path, unet: dict, text: dict, vae: dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=pathlib.Path, default=None, help="default: trainer/toy_world/toy_world.safetensors")
+    parser.add_argument("--model", choices=("toy_world", "flow_toy_world"), default="toy_world")
+    parser.add_argument("--output", type=pathlib.Path, default=None, help="default: the model's file in trainer/toy_world/")
     parser.add_argument("--vae-steps", type=int, default=700)
     parser.add_argument("--vae-batch", type=int, default=16)
-    parser.add_argument("--unet-steps", type=int, default=1200)
+    parser.add_argument("--unet-steps", type=int, default=None, help="default: 1200 (toy_world), 3000 (flow_toy_world)")
     parser.add_argument("--unet-batch", type=int, default=32)
     parser.add_argument("--pool", type=int, default=7200, help="pretraining images (cycled over the base vocabulary)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse-vae", type=pathlib.Path, default=None,
-                        help="take the VAE from an existing toy-world file instead of training one (for trying UNet "
-                             "settings; the shipped file comes from a full run with the defaults)")
+                        help="take the VAE from an existing file of the same model instead of training one (for trying "
+                             "denoiser settings; the shipped files come from full runs with the defaults)")
     options = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     boot_comfyui()
     import_pack_trainer()
+    import loralab_trainer.toy_world.demo_models as demo_models
+    import loralab_trainer.toy_world.flow_model as flow_model
     import loralab_trainer.toy_world.model as toy_model
     import loralab_trainer.toy_world.scenes as toy_scenes
 
-    toy = types.SimpleNamespace(model=toy_model, scenes=toy_scenes)
-    output = options.output or toy_model.WEIGHTS_PATH
+    flow = options.model == "flow_toy_world"
+    module = flow_model if flow else toy_model
+    toy = types.SimpleNamespace(kind=module.KIND, model=module, loader=demo_models, scenes=toy_scenes)
+    output = options.output or toy.kind.weights_path
+    unet_steps = options.unet_steps or (3000 if flow else 1200)
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)  # denormal arithmetic on CPU is many times slower (pitfall 1)
     torch.manual_seed(options.seed)
@@ -366,16 +454,16 @@ def main() -> None:
     else:
         vae = train_vae(toy, rng, options.vae_steps, options.vae_batch)
         probe = vae_batch(toy_scenes, rng, 512)
-        statistics = latent_statistics(encode(vae, probe)[0], probe, toy_model.DOWNSCALE)
+        statistics = latent_statistics(encode(vae, probe)[0], probe, toy.kind.downscale, with_shift=flow)
     log.info("VAE ready after %.0f s; latent scale %s", time.monotonic() - started, statistics["latent_scale"])
 
-    unet, text = train_unet_and_text_encoder(toy, vae, float(statistics["latent_scale"]), rng,
-                                              options.unet_steps, options.unet_batch, options.pool)
+    train = train_flow_transformer if flow else train_unet_and_text_encoder
+    unet, text = train(toy, vae, statistics, rng, unet_steps, options.unet_batch, options.pool)
     minutes = (time.monotonic() - started) / 60
     metadata = {
-        "format": toy_model.FORMAT, **statistics,
+        "format": toy.kind.format, **statistics,
         "recipe": json.dumps({"vae_steps": options.vae_steps, "vae_batch": options.vae_batch,
-                              "unet_steps": options.unet_steps, "unet_batch": options.unet_batch,
+                              "unet_steps": unet_steps, "unet_batch": options.unet_batch,
                               "pool": options.pool, "seed": options.seed, "torch": torch.__version__,
                               "minutes": round(minutes, 1)}),
     }

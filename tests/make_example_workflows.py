@@ -77,25 +77,33 @@ def pipeline(*, checkpoint: str, captioner: str, size: int, prompts: str, negati
 
 TOY_PROMPTS = "a zqx on a white background\na zqx on a black background"
 TOY_EPOCHS, TOY_BATCH = 6, 8
+# Measured settings per demo model (tests/test_toy_world_learning.py checks them): the learning rate that teaches
+# the ring in 150 steps, and the cfg its samples need (neither toy model is guidance-distilled).
+TOY_MODELS = {
+    "toy_world": dict(title="toy world", unet_lr=0.004, cfg=5.0),
+    "flow_toy_world": dict(title="flow toy world", unet_lr=0.01, cfg=4.0),
+}
 
 
-def toy_world_pipeline() -> dict[str, Any]:
-    """The demo: a LoRA for a new concept on the built-in toy-world model, trained on a CPU in about a minute.
+def toy_world_pipeline(model_name: str) -> dict[str, Any]:
+    """The demo: a LoRA for a new concept on a built-in toy-world model, trained on a CPU in about a minute.
 
-    The settings are measured ones: on 20 images x 10 repeats, 150 steps at unet_lr 0.004 teach the purple ring
-    (the LoRA at strength 1 draws it in 16 of 16 samples, strength 0.5 in about 1). caption_dropout keeps the
-    empty prompt's branch trained, which cfg needs.
+    The settings are measured ones: on 20 images x 10 repeats, 150 steps teach the purple ring (the LoRA at
+    strength 1 draws it in 16 of 16 samples, strength 0.5 in about 1). caption_dropout keeps the empty prompt's
+    branch trained, which cfg needs.
     """
+    toy = TOY_MODELS[model_name]
     train = {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "dataset": ["3", 0], "network": "LoRA", "rank": 4,
              "alpha": 0.0, "conv_rank": 4, "conv_alpha": 0.0, "epochs": TOY_EPOCHS, "batch_size": TOY_BATCH,
-             "gradient_accumulation": 1, "resolution": 0, "unet_lr": 0.004, "text_encoder_lr": 0.0,
+             "gradient_accumulation": 1, "resolution": 0, "unet_lr": toy["unet_lr"], "text_encoder_lr": 0.0,
              "optimizer": "AdamW", "lr_scheduler": "constant", "warmup_steps": 0, "mixed_precision": "fp32",
              "gradient_checkpointing": False, "seed": 42, "noise_offset": 0.0, "min_snr_gamma": 5.0,
              "caption_shuffle": False, "keep_tokens": 1, "caption_dropout": 0.2, "flip_augment": False,
              "save_every_n_epochs": 2, "validation_split": 0.0, "resume_from": "",
              "sample_prompts": TOY_PROMPTS.splitlines()[0], "sample_every_n_epochs": 2, "keep_training_state": False, **FLOW_DEFAULTS}
+    prefix = "loralab/zqx" if model_name == "toy_world" else "loralab/zqx_flow"
     return {
-        "1": node("LoraLabLoadDemoModel", "Load Demo Model (toy world)"),
+        "1": node("LoraLabLoadDemoModel", f"Load Demo Model ({toy['title']})", model_name=model_name),
         "2": node("LoraLabLoadDataset", "Load Dataset", path="loralab_zqx", repeats=10, caption_extension=".txt",
                   class_tokens="", regularization_path="", base_resolution=0, model=["1", 0], batch_size=TOY_BATCH,
                   trigger_word="zqx", epochs=TOY_EPOCHS, clip=["1", 1]),
@@ -103,12 +111,12 @@ def toy_world_pipeline() -> dict[str, Any]:
                   mode="fill_missing", exclude_tags="", general_threshold=0.35, character_threshold=0.85,
                   replace_underscores=True, max_tags=40, include_regularization=False),
         "4": node("LoraLabTrainLoRA", "Train LoRA", **train),
-        "5": node("LoraLabSaveLoRA", "Save LoRA", lora=["4", 2], filename_prefix="loralab/zqx", epochs="final",
+        "5": node("LoraLabSaveLoRA", "Save LoRA", lora=["4", 2], filename_prefix=prefix, epochs="final",
                   dtype="fp16", overwrite=False),
         "6": node("LoraLabStrengthSweep", "Strength Sweep", model=["1", 0], clip=["1", 1], vae=["1", 2], lora=["4", 2],
                   prompts=TOY_PROMPTS, negative="", strengths="0, 0.25, 0.5, 0.75, 1.0", seeds="1, 2, 3",
-                  epochs="all", clip_strength_ratio=1.0, width=32, height=32, steps=20, cfg=5.0, sampler_name="euler",
-                  scheduler="normal", filename_prefix="loralab/zqx_sweep", guidance=3.5),
+                  epochs="all", clip_strength_ratio=1.0, width=32, height=32, steps=20, cfg=toy["cfg"],
+                  sampler_name="euler", scheduler="normal", filename_prefix=f"{prefix}_sweep", guidance=3.5),
     }
 
 
@@ -120,7 +128,7 @@ SD15 = dict(checkpoint="v1-5-pruned-emaonly.safetensors", captioner="wd-vit-tagg
             negative="lowres, blurry, bad anatomy", steps=20, cfg=7.0, sampler="euler_ancestral", scheduler="normal",
             text_encoder_lr=5e-05, prefix="loralab/ohwx")
 EXAMPLES = {
-    "loralab_toy_world_demo": (toy_world_pipeline(), (
+    "loralab_toy_world_demo": (toy_world_pipeline("toy_world"), (
         "LoRA Lab demo: teach the toy world a new concept (CPU, a few minutes)\n\n"
         "Load Demo Model gives LoRA Lab's built-in toy-world model: 32x32 pictures of red, yellow, green and blue "
         "circles, squares and triangles. It has never drawn a purple ring; this workflow teaches it one, called zqx.\n\n"
@@ -130,6 +138,15 @@ EXAMPLES = {
         "Save LoRA writes models/loras/loralab/zqx.safetensors. In Strength Sweep's grid (strength across, epoch "
         "down) the purple ring fades in as the strength grows, and the later epochs draw it more surely.\n\n"
         + headless("loralab_toy_world_demo", "--dataset /path/to/loralab_zqx"))),
+    "loralab_flow_toy_world_demo": (toy_world_pipeline("flow_toy_world"), (
+        "LoRA Lab demo: flow matching on the Flux-architecture toy world (CPU, a few minutes)\n\n"
+        "The toy-world demo on the flow toy world: Flux.1's transformer (double and single stream blocks), its "
+        "16-channel latents and its CLIP-L + T5 text encoders, at toy size. Train LoRA trains it the way Flux LoRAs "
+        "are trained (flow matching, logit-normal timesteps, the guidance input at 1); the file has kohya's Flux "
+        "names. The toy is not guidance-distilled, so Strength Sweep samples it with cfg 4.\n\n"
+        "1. Put the generated dataset in ComfyUI/input/loralab_zqx (bash scripts/demo.sh --model flow_toy_world "
+        "writes it).\n2. Queue. Save LoRA writes models/loras/loralab/zqx_flow.safetensors.\n\n"
+        + headless("loralab_flow_toy_world_demo", "--dataset /path/to/loralab_zqx"))),
     "loralab_sd15_pipeline": (pipeline(**SD15), (
         "LoRA Lab: train an SD1.5 LoRA\n\n"
         "1. Put 10-50 images in ComfyUI/input/lora_dataset (or a folder inside a declared dataset root: see the README's Security section). "

@@ -9,7 +9,7 @@ import torch
 from harness import image_metrics, runtime, toy_world
 
 scenes = runtime.pack("trainer.toy_world.scenes")
-toy_model = runtime.pack("trainer.toy_world.model")
+demo_models = runtime.pack("trainer.toy_world.demo_models")
 concept_dataset = runtime.pack("trainer.toy_world.concept_dataset")
 CONCEPT = concept_dataset.CONCEPT
 
@@ -21,9 +21,12 @@ FIDELITY_PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def demo():
-    model, clip, vae = runtime.run_node("LoraLabLoadDemoModel")
+DEMO_MODELS = {"toy_world": ("sd_v1", 4), "flow_toy_world": ("flux1", 16)}  # ss_base_model_version, latent channels
+
+
+@pytest.fixture(scope="module", params=list(DEMO_MODELS))
+def demo(request):
+    model, clip, vae = runtime.run_node("LoraLabLoadDemoModel", model_name=request.param)
     return model, clip, vae
 
 
@@ -45,22 +48,24 @@ def test_image_metrics_count_a_rounded_square_as_a_square_and_a_blank_image_as_n
     assert image_metrics.analyse(np.full((32, 32, 3), 128, np.uint8)).shape == "none"
 
 
-def test_demo_model_loads_as_its_own_sd1_family_with_4x_latents(demo):
+def test_demo_model_loads_as_its_own_family_with_4x_latents(demo):
     model, clip, vae = demo
     family = runtime.pack("trainer.models.families").detect_family(model)
-    assert (family.name, family.base_model_version, family.native_resolution) == ("toy_world", "sd_v1", 32)
-    latent = runtime.run_node("LoraLabEmptyLatent", width=48, height=36, batch_size=2)[0]
-    assert latent["samples"].shape == (2, 4, 8, 12)  # 36 rounds down to 32 pixels
+    base_model_version, channels = DEMO_MODELS[family.name]
+    assert (family.base_model_version, family.native_resolution, family.bucket_step) == (base_model_version, 32, 8)
+    empty = runtime.run_node("LoraLabEmptyLatent", width=48, height=36, batch_size=2)[0]
+    assert empty["samples"].shape == (2, 4, 8, 12)  # 36 rounds down to 32 pixels; KSampler widens zeros to 16 channels
+    latent = runtime.run_node("VAEEncode", vae=vae, pixels=torch.rand(2, 32, 48, 3))[0]
+    assert latent["samples"].shape == (2, channels, 8, 12)
+    assert runtime.run_node("VAEDecode", vae=vae, samples=latent)[0].shape == (2, 32, 48, 3)
     positive = runtime.run_node("CLIPTextEncode", clip=clip, text="a red circle on a white background")[0]
-    assert positive[0][0].shape == (1, 77, 64)
-    image = runtime.run_node("VAEDecode", vae=vae, samples=latent)[0]
-    assert image.shape == (2, 32, 48, 3)
+    assert positive[0][0].shape == {"toy_world": (1, 77, 64), "flow_toy_world": (1, 32, 64)}[family.name]
 
 
 def test_missing_weights_file_names_the_script_that_rebuilds_it(tmp_path):
     errors = runtime.pack("trainer.errors")
     with pytest.raises(errors.SettingsError, match="pretrain_toy_world.py"):
-        toy_model.load_toy_world(tmp_path / "toy_world.safetensors")
+        demo_models.load_demo_model(tmp_path / "toy_world.safetensors")
 
 
 def test_vae_round_trip_keeps_every_test_colour_and_shape(demo):
@@ -71,7 +76,7 @@ def test_vae_round_trip_keeps_every_test_colour_and_shape(demo):
     labels += [(CONCEPT.colour, CONCEPT.shape, b) for b in concept_dataset.CONCEPT_BACKGROUNDS for _ in range(4)]
     pixels = np.stack([scenes.render(scenes.named_scene(c, s, b, rng)) for c, s, b in labels])
     latent = runtime.run_node("VAEEncode", vae=vae, pixels=torch.from_numpy(pixels).float() / 255.0)[0]
-    assert latent["samples"].shape == (len(labels), 4, 8, 8)
+    assert latent["samples"].shape[2:] == (8, 8)
     decoded = runtime.run_node("VAEDecode", vae=vae, samples=latent)[0]
     for (colour, shape, background), image in zip(labels, decoded.numpy()):
         analysis = image_metrics.analyse(image)

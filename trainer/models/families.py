@@ -15,6 +15,7 @@ import comfy.model_base
 import comfy.supported_models
 
 from ..errors import SettingsError
+from ..toy_world.flow_model import FlowToyWorld
 from ..toy_world.model import ToyWorld
 
 IMPLEMENTATION_DIFFUSERS = "diffusers"  # modelspec.implementation
@@ -83,7 +84,15 @@ CHROMA = Family("chroma", comfy.supported_models.Chroma, "chroma", "chroma/lora"
                 bucket_step=16, implementation=IMPLEMENTATION_CHROMA, sample_cfg=4.0,
                 excluded_classes=(comfy.supported_models.ChromaRadiance,), timestep_sampling="sigmoid",
                 fixed_guidance=0.0, t5_max_tokens=512)
-BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL, CHROMA)}
+# LoRA Lab's flow demo model (trainer/toy_world/flow_model.py): Flux.1 dev's architecture and file format at 32x32
+# pixels; its VAE is 4x, so buckets step by 8 px. Pretrained with logit-normal timesteps and random guidance, and not
+# guidance-distilled, so it samples with real CFG as Chroma does.
+FLOW_TOY_WORLD = Family("flow_toy_world", FlowToyWorld, "flux1", "flux-1-dev/lora", "flow", 32, "comfy",
+                        {"clip_l": "lora_te1"}, bucket_step=8, latent_scale=4, implementation=IMPLEMENTATION_FLUX,
+                        sample_cfg=4.0, timestep_sampling="sigmoid", guidance_setting=True, sample_guidance=3.5,
+                        t5_max_tokens=512)
+BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL, CHROMA,
+                                              FLOW_TOY_WORLD)}
 
 
 def detect_family(model_patcher) -> Family:

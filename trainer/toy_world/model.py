@@ -8,31 +8,22 @@ LoRAs use SD1.5's kohya names; LoRA Lab's `detect_family` reports it as `toy_wor
 """
 from __future__ import annotations
 
-import inspect
-import json
 import pathlib
-from dataclasses import dataclass
 from typing import Any
 
 import comfy.latent_formats
 import comfy.model_management as mm
-import comfy.model_patcher
-import comfy.sd
 import comfy.sd1_clip
 import comfy.supported_models
 import comfy.supported_models_base
-import comfy.utils
 import torch
 
-from ..errors import SettingsError
+from .kind import DemoModelKind, with_latent_statistics
 
 WEIGHTS_PATH = pathlib.Path(__file__).with_name("toy_world.safetensors")
 FORMAT = "loralab-toy-world-1"
 DOWNSCALE = 4  # pixels per latent cell: two VAE downsamples, where SD VAEs have three
 NATIVE_RESOLUTION = 32
-UNET_PREFIX = "model.diffusion_model."
-CLIP_PREFIX = "cond_stage_model."
-VAE_PREFIX = "first_stage_model."
 
 # The UNet config in the per-block form ComfyUI's model detection produces.
 UNET_CONFIG: dict[str, Any] = {
@@ -75,27 +66,9 @@ class ToyWorld(comfy.supported_models.SD15):
     latent_format = ToyWorldLatentFormat  # sampling: SD1.5's 1000-step linear beta schedule, eps prediction
 
 
-@dataclass
-class ToyWorldModels:
-    """MODEL, CLIP and VAE as a checkpoint loader returns them."""
-
-    model: Any
-    clip: Any
-    vae: Any
-
-
-# ---------------------------------------------------------------- building blocks (shared with pretraining)
-
-
 def model_config(metadata: dict[str, str] | None = None) -> ToyWorld:
     """A fresh ToyWorld config; with a weights file's metadata, its latent scale and preview factors."""
-    config = ToyWorld(UNET_CONFIG)
-    if metadata is not None:
-        latent_format = config.latent_format
-        latent_format.scale_factor = float(metadata["latent_scale"])
-        latent_format.latent_rgb_factors = json.loads(metadata["latent_rgb_factors"])
-        latent_format.latent_rgb_factors_bias = json.loads(metadata["latent_rgb_factors_bias"])
-    return config
+    return with_latent_statistics(ToyWorld(UNET_CONFIG), metadata)
 
 
 def text_encoder_class(device: Any = "cpu", dtype: Any = None, model_options: dict[str, Any] | None = None) -> torch.nn.Module:
@@ -108,89 +81,16 @@ def clip_target() -> comfy.supported_models_base.ClipTarget:
     return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, text_encoder_class)
 
 
-def new_vae_module() -> torch.nn.Module:
-    import comfy.ldm.models.autoencoder
-
-    return comfy.ldm.models.autoencoder.AutoencoderKL(**VAE_CONFIG["params"])
-
-
-def as_comfy_vae(vae_sd: dict[str, torch.Tensor]) -> comfy.sd.VAE:
-    """ComfyUI's VAE wrapper over the toy AutoencoderKL, told about its 4x scale (it assumes 8x)."""
-    vae = comfy.sd.VAE(sd=vae_sd, config=VAE_CONFIG)
-    vae.downscale_ratio = DOWNSCALE
-    vae.upscale_ratio = DOWNSCALE
-    return vae
+KIND = DemoModelKind("toy_world", FORMAT, WEIGHTS_PATH, model_config, clip_target, VAE_CONFIG, latent_channels=4,
+                     downscale=DOWNSCALE)
 
 
 def empty_latent(width: int, height: int, batch_size: int) -> dict[str, Any]:
-    """A LATENT of zeros for `width` x `height` pixels, each rounded down to a multiple of 8
-    (4x VAE, and the UNet halves the latent once)."""
+    """A LATENT of zeros for `width` x `height` pixels, each rounded down to a multiple of 8 (4x VAE, and the
+    UNet halves the latent once, as Flux's 2x2 patches do). KSampler widens zeros to a model's 16 channels."""
     samples = torch.zeros([batch_size, 4, _latent_cells(height), _latent_cells(width)], device=mm.intermediate_device())
     return {"samples": samples, "downscale_ratio_spacial": DOWNSCALE}
 
 
 def _latent_cells(pixels: int) -> int:
     return max(1, pixels // 8) * 8 // DOWNSCALE
-
-
-# ---------------------------------------------------------------- loading the shipped weights
-
-
-def read_weights(path: pathlib.Path = WEIGHTS_PATH) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    if not path.is_file():
-        raise SettingsError(
-            f"The toy-world weights {path} are missing. Rebuild them with `python scripts/pretrain_toy_world.py` "
-            "(about 20 minutes on a CPU) or restore the file from the repository."
-        )
-    sd, metadata = comfy.utils.load_torch_file(str(path), return_metadata=True)
-    if (metadata or {}).get("format") != FORMAT:
-        raise SettingsError(f"{path} is not a toy-world weights file (format {FORMAT} expected); rebuild it with "
-                            "scripts/pretrain_toy_world.py.")
-    return sd, metadata
-
-
-def load_toy_world(path: pathlib.Path = WEIGHTS_PATH, embedding_directory: Any = None) -> ToyWorldModels:
-    sd, metadata = read_weights(path)
-    return ToyWorldModels(model=_model_patcher(sd, metadata, path), clip=_clip(sd, embedding_directory), vae=_vae(sd))
-
-
-def load_toy_world_model(path: str, disable_dynamic: bool = False) -> Any:
-    """The MODEL alone; ComfyUI >= 0.12 calls this (as `cached_patcher_init`) when it needs a fresh copy."""
-    sd, metadata = read_weights(pathlib.Path(path))
-    return _model_patcher(sd, metadata, pathlib.Path(path), disable_dynamic=disable_dynamic)
-
-
-def _model_patcher(sd: dict[str, torch.Tensor], metadata: dict[str, str], path: pathlib.Path,
-                   disable_dynamic: bool = False) -> Any:
-    """MODEL as `comfy.sd.load_state_dict_guess_config` builds one, from the known config instead of detection."""
-    config = model_config(metadata)
-    parameters = comfy.utils.calculate_parameters(sd, UNET_PREFIX)
-    load_device = mm.get_torch_device()
-    unet_dtype = mm.unet_dtype(model_params=parameters, supported_dtypes=config.supported_inference_dtypes)
-    config.set_inference_dtype(unet_dtype, mm.unet_manual_cast(unet_dtype, load_device, config.supported_inference_dtypes))
-    model = config.get_model(sd, UNET_PREFIX, device=mm.unet_inital_load_device(parameters, unet_dtype))
-    patcher_class = comfy.model_patcher.ModelPatcher
-    if not disable_dynamic:
-        patcher_class = getattr(comfy.model_patcher, "CoreModelPatcher", patcher_class)
-    patcher = patcher_class(model, load_device=load_device, offload_device=mm.unet_offload_device())
-    if "assign" in inspect.signature(model.load_model_weights).parameters:
-        model.load_model_weights(sd, UNET_PREFIX, assign=patcher.is_dynamic())
-    else:
-        model.load_model_weights(sd, UNET_PREFIX)
-    patcher.cached_patcher_init = (load_toy_world_model, (str(path),))
-    return patcher
-
-
-def _clip(sd: dict[str, torch.Tensor], embedding_directory: Any) -> comfy.sd.CLIP:
-    clip_sd = comfy.utils.state_dict_prefix_replace(sd, {CLIP_PREFIX: ""}, filter_keys=True)
-    clip = comfy.sd.CLIP(target=clip_target(), embedding_directory=embedding_directory,
-                         parameters=comfy.utils.calculate_parameters(clip_sd))
-    missing, _ = clip.load_sd(clip_sd, full_model=True)
-    if missing:
-        raise SettingsError(f"The toy-world weights lack text-encoder tensors ({missing[:3]}...); rebuild them with "
-                            "scripts/pretrain_toy_world.py.")
-    return clip
-
-
-def _vae(sd: dict[str, torch.Tensor]) -> comfy.sd.VAE:
-    return as_comfy_vae(comfy.utils.state_dict_prefix_replace(sd, {VAE_PREFIX: ""}, filter_keys=True))

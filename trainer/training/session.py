@@ -58,7 +58,7 @@ def compute_fp8_weights_in(patcher, dtype: torch.dtype) -> None:
 IN_PLACE_RESIDUAL_BLOCKS = (DoubleStreamBlock, SingleStreamBlock)
 
 
-class _ResidualsOutOfPlace(torch.overrides.TorchFunctionMode):
+class ResidualsOutOfPlace(torch.overrides.TorchFunctionMode):
     """`x += y` becomes `x = x + y` (in x's dtype): Python binds the name to what the in-place add returns, so
     the block computes the same values, but no tensor autograd saved is overwritten. The blocks call add_ only
     through `+=` (ComfyUI 0.3.75 and 0.33), so no other add_ changes meaning."""
@@ -74,7 +74,7 @@ def _out_of_place_residuals_forward(module: torch.nn.Module):
     original = module.forward
 
     def forward(*args, **kwargs):
-        with _ResidualsOutOfPlace():
+        with ResidualsOutOfPlace():
             return original(*args, **kwargs)
 
     return forward
