@@ -29,7 +29,8 @@ OUT = runtime.REPO_ROOT / "example_workflows"
 APP = "window.comfyAPI.app.app"
 THUMBNAIL_SIDE = 576
 SD15_PROMPTS = "ohwx, 1girl, smiling, outdoors\nohwx, portrait, looking at viewer"
-LAYOUT = {"1": (0, 0), "2": (330, 0), "3": (330, 430), "4": (680, 0), "5": (1100, 0), "6": (1100, 190)}
+LAYOUT = {"1": (0, 0), "2": (330, 0), "3": (330, 430), "4": (680, 0), "5": (1100, 0), "6": (1100, 190),
+          "7": (0, 620), "8": (0, 770)}  # Flux's text encoders and VAE, below the note
 NOTE_POS, NOTE_SIZE = (0, 160), (300, 430)
 
 
@@ -120,6 +121,27 @@ def toy_world_pipeline(model_name: str) -> dict[str, Any]:
     }
 
 
+def flux_pipeline() -> dict[str, Any]:
+    """The pipeline on Flux.1 dev loaded as ComfyUI loads it: Load Diffusion Model (fp8 storage) + DualCLIPLoader
+    (CLIP-L + T5-XXL) + Load VAE; Train LoRA's flow-matching inputs at the family defaults (kohya's), samples and
+    sweep at cfg 1 with FluxGuidance 3.5."""
+    workflow = pipeline(checkpoint="", captioner="Florence-2-base", size=1024,
+                        prompts="a photo of ohwx smiling outdoors\na portrait of ohwx, studio lighting", negative="",
+                        steps=20, cfg=1.0, sampler="euler", scheduler="simple", text_encoder_lr=0.0,
+                        prefix="loralab/ohwx_flux")
+    relinked = {("1", 1): ["7", 0], ("1", 2): ["8", 0]}
+    for graph_node in workflow.values():
+        for name, value in graph_node["inputs"].items():
+            if isinstance(value, list) and tuple(value) in relinked:
+                graph_node["inputs"][name] = relinked[tuple(value)]
+    workflow["1"] = node("UNETLoader", "Load Diffusion Model", unet_name="flux1-dev.safetensors",
+                         weight_dtype="fp8_e4m3fn")
+    workflow["7"] = node("DualCLIPLoader", "DualCLIPLoader", clip_name1="clip_l.safetensors",
+                         clip_name2="t5xxl_fp8_e4m3fn.safetensors", type="flux", device="default")
+    workflow["8"] = node("VAELoader", "Load VAE", vae_name="ae.safetensors")
+    return workflow
+
+
 def headless(name: str, extra: str = "--dataset /path/to/images") -> str:
     return f"Headless: python -m loralab_cli example_workflows/api/{name}.json {extra}"
 
@@ -165,6 +187,16 @@ EXAMPLES = {
         "sentence captions, and the text encoders stay frozen (text_encoder_lr 0).\n\n"
         "Images go in ComfyUI/input/lora_dataset (or a folder inside a declared dataset root). The LoRA is saved as "
         "models/loras/loralab/ohwx_sdxl.safetensors.\n\n" + headless("loralab_sdxl_pipeline"))),
+    "loralab_flux_pipeline": (flux_pipeline(), (
+        "LoRA Lab: train a Flux.1 dev LoRA\n\n"
+        "Flux loads as three files: Load Diffusion Model (flux1-dev, weight_dtype fp8_e4m3fn keeps the 12B "
+        "transformer at one byte a weight), DualCLIPLoader (clip_l + t5xxl, type flux) and Load VAE (ae). Train "
+        "LoRA detects Flux.1 dev and trains it as kohya does: shift timesteps (3.1582), guidance 1, T5 frozen and "
+        "its outputs cached, CLIP-L frozen (text_encoder_lr 0; raise it to train CLIP-L), 16 px buckets at 1024 px.\n\n"
+        "Read Train LoRA's memory estimate before the first step: 21 GB at 1024 px (a 24 GB card); on 16 GB "
+        "lower resolution to 768 or 512. Samples and Strength Sweep use cfg 1 with FluxGuidance 3.5.\n\n"
+        "Images go in ComfyUI/input/lora_dataset; the LoRA is saved as models/loras/loralab/ohwx_flux.safetensors "
+        "with kohya's Flux names.\n\n" + headless("loralab_flux_pipeline"))),
     "loralab_resume_training": (pipeline(**SD15, caption=False, resume_from="YYYYMMDD-HHMMSS-seed42"), (
         "LoRA Lab: continue a cancelled run\n\n"
         "When a training run is cancelled, ComfyUI's console prints 'To continue it, set resume_from to: ...'. "

@@ -18,7 +18,7 @@ pytestmark = [
                        reason="chromium is not installed (Debian: apt-get install chromium); the browser test needs it"),
 ]
 
-EXAMPLES = ["loralab_sd15_pipeline", "loralab_sdxl_pipeline", "loralab_resume_training", "loralab_toy_world_demo"]
+EXAMPLES = sorted(path.stem for path in (REPO_ROOT / "example_workflows" / "api").glob("*.json"))
 CHECKPOINT = "v1-5-pruned-emaonly.safetensors"  # the example's name, holding the random test model
 APP = "window.comfyAPI.app.app"
 TINY = {"Load Dataset": {"repeats": 1}, "Auto Caption": {"max_tags": 8},
