@@ -136,7 +136,7 @@ def flux_pipeline() -> dict[str, Any]:
                 graph_node["inputs"][name] = relinked[tuple(value)]
     workflow["1"] = node("UNETLoader", "Load Diffusion Model", unet_name="flux1-dev.safetensors",
                          weight_dtype="fp8_e4m3fn")
-    workflow["7"] = node("DualCLIPLoader", "DualCLIPLoader", clip_name1="clip_l.safetensors",
+    workflow["7"] = node("DualCLIPLoader", "DualCLIPLoader (CLIP-L + T5-XXL)", clip_name1="clip_l.safetensors",
                          clip_name2="t5xxl_fp8_e4m3fn.safetensors", type="flux", device="default")
     workflow["8"] = node("VAELoader", "Load VAE", vae_name="ae.safetensors")
     return workflow
