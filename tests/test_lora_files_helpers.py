@@ -189,8 +189,13 @@ def unet_forward(model_patcher: Any, inputs: dict[str, torch.Tensor]) -> torch.T
 
 
 def clip_encode(clip: Any, text: str = "a photo of a red circle") -> torch.Tensor:
+    """What the trainable text encoders give the model: the conditioning sequence, or for Flux (where T5 writes
+    the sequence and CLIP-L shows only in the pooled vector) CLIP-L's pooled output."""
     with torch.no_grad():
-        return clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)[0].to("cpu", torch.float32, copy=True)
+        cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+    encoder = clip.cond_stage_model
+    shown = pooled if hasattr(encoder, "t5xxl") and hasattr(encoder, "clip_l") else cond
+    return shown.to("cpu", torch.float32, copy=True)
 
 
 def unet_output(model_patcher: Any, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Random-weight models at real sizes, built through ComfyUI's own classes, for the training benchmark and
 the GPU check kit.
 
-The UNets have the real SD1.5 / SDXL architectures; the text encoders are small (real tokenizer and
+The UNets have the real SD1.5 / SDXL architectures, the Flux transformer Flux.1 dev's; the text encoders are small (real tokenizer and
 vocabulary, a few layers) but as wide as the real ones, so the conditioning has the real shape. The VAE is
 the harness's small 8x one: training never runs it after the latents are encoded. Weights are drawn from a
 seeded generator, so every benchmark process builds exactly the same model.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any, Callable
 
-from harness import models, runtime
+from harness import flow_models, models, runtime
 
 SEED = 0
 
@@ -72,9 +72,9 @@ def load_unet(name: str, seed: int, disable_dynamic: bool = False) -> Any:
     return patcher
 
 
-def small_vae(seed: int) -> Any:
-    config = models.tiny_vae_config()
-    return models.assemble_vae(models.vae_weights(config, seed), config, latent_channels=4)
+def small_vae(seed: int, latent_channels: int = 4) -> Any:
+    config = models.tiny_vae_config(latent_channels)
+    return models.assemble_vae(models.vae_weights(config, seed), config, latent_channels=latent_channels)
 
 
 def sd15_clip(width: int) -> Callable[[int], Any]:
@@ -94,22 +94,50 @@ def sdxl_clip(seed: int) -> Any:
     return models.assemble_clip(target, models.text_encoder_weights(target, seed))
 
 
-CLIPS: dict[str, Callable[[int], Any]] = {"tiny": sd15_clip(32), "min": sd15_clip(768), "full": sd15_clip(768), "sdxl": sdxl_clip}
+# Flux's CLIP-L (pooled, 768) and T5-XXL (4096 wide, one narrow layer): the conditioning has Flux's real shapes.
+FLUX_CLIP_L = models.tiny_encoder_overrides(hidden_size=768)
+FLUX_T5 = {"d_model": 4096, "d_ff": 256, "d_kv": 64, "num_heads": 2, "num_layers": 1}
+
+
+def flux_clip(seed: int) -> Any:
+    import comfy.supported_models_base
+    import comfy.text_encoders.flux as flux
+
+    encoder = models.shrunk_text_encoder(flux.flux_clip(), clip_l=FLUX_CLIP_L, t5xxl=FLUX_T5)
+    target = comfy.supported_models_base.ClipTarget(flux.FluxTokenizer, encoder)
+    return models.assemble_clip(target, models.text_encoder_weights(target, seed))
+
+
+CLIPS: dict[str, Callable[[int], Any]] = {"tiny": sd15_clip(32), "min": sd15_clip(768), "full": sd15_clip(768), "sdxl": sdxl_clip,
+                                          "flux": flux_clip}
+FAMILIES = {"tiny": "sd15", "min": "sd15", "full": "sd15", "sdxl": "sdxl", "flux": "flux_dev"}
+LATENT_CHANNELS = {"flux": 16}  # else 4
 
 
 def build(name: str) -> models.ModelBundle:
-    return models.ModelBundle(family=UNETS[name][0].lower(), model=load_unet(name, SEED), clip=CLIPS[name](SEED + 1),
+    return models.ModelBundle(family=FAMILIES[name], model=load_unet(name, SEED), clip=CLIPS[name](SEED + 1),
                               vae=small_vae(SEED + 2))
 
 
 def unet_file(name: str, device: str = "cpu") -> pathlib.Path:
-    """The UNet of `name` as a diffusion-model file (fp16, as released checkpoints are), cached.
+    """The UNet of `name` as a diffusion-model file (fp16, as released checkpoints are; Flux in fp8, as its
+    fp8 releases are: 11.9 GB), cached.
 
     Random values are drawn on `device`, so each device type caches its own file.
     """
     import comfy.ldm.modules.diffusionmodules.openaimodel as openaimodel
     import comfy.ops
     import torch
+
+    if name == "flux":
+        flux = flow_models.full_width_flux_config()
+
+        def make_flux() -> dict[str, Any]:
+            transformer = flow_models.flux_module({**flux, "dtype": torch.float8_e4m3fn})
+            return flow_models.bfl_names(models.initialise_(transformer, SEED, device).state_dict())
+
+        return models.cached_file("flux-dev-transformer", {"flux": flux, "seed": SEED, "device": device, "dtype": "fp8"},
+                                  make_flux)
 
     config = models.unet_config(**UNETS[name][1])
 
@@ -128,4 +156,5 @@ def load(name: str, weight_dtype: str = "default", device: str = "cpu") -> model
     path = unet_file(name, device)
     folder_paths.add_model_folder_path("diffusion_models", str(path.parent))
     model = runtime.run_node("UNETLoader", unet_name=path.name, weight_dtype=weight_dtype)[0]
-    return models.ModelBundle(family=UNETS[name][0].lower(), model=model, clip=CLIPS[name](SEED + 1), vae=small_vae(SEED + 2))
+    return models.ModelBundle(family=FAMILIES[name], model=model, clip=CLIPS[name](SEED + 1),
+                              vae=small_vae(SEED + 2, LATENT_CHANNELS.get(name, 4)))

@@ -3,8 +3,9 @@
 A UNet that ComfyUI can detect is written once as a diffusion-model file (random weights, drawn on the GPU
 when there is one) and loaded by ComfyUI's Load Diffusion Model node with the case's weight_dtype, as a user's
 model arrives: detected from its weights, memory-mapped, and managed by dynamic VRAM on current ComfyUI. The
-full SD1.5 and SDXL UNets, and the smallest SD1.5 ComfyUI detects (the SD1.5 smoke), go that way. A toy SDXL
-is too small to detect from a file, so the SDXL smoke builds the test suite's tiny SDXL in memory.
+full SD1.5 and SDXL UNets, Flux.1 dev's transformer (stored in fp8, as its fp8 releases), and the smallest SD1.5
+ComfyUI detects (the SD1.5 smoke), go that way. A toy SDXL or Flux is too small to detect from a file unaided, so
+their smokes build the test suite's tiny models in memory.
 
 To add a family: a full-size builder in tests/bench/benchmark_models.py (a UNETS/CLIPS entry, or its own file
 writer for a DiT such as Flux), a tiny one in tests/harness/models.py, and an entry here.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import benchmark_models
-from harness import models
+from harness import flow_models, models
 
 STORAGE_DTYPES = {"default": "float32", "fp8_e4m3fn": "float8_e4m3fn"}  # Load Diffusion Model's weight_dtype as a torch dtype
 
@@ -30,6 +31,7 @@ class Fixture:
 FAMILIES: dict[str, Fixture] = {
     "sd15": Fixture(full="full", smoke="min"),
     "sdxl": Fixture(full="sdxl", tiny=models.tiny_sdxl),
+    "flux_dev": Fixture(full="flux", tiny=flow_models.tiny_flux_dev),
 }
 
 

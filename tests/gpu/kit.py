@@ -30,7 +30,8 @@ import cases as case_table  # noqa: E402
 import report  # noqa: E402
 
 # Seconds per section: the machine, the model files, and a family's cases on one tree ("family": any other family).
-GPU_BUDGETS = {"machine": 45, "fixtures": 75, "sd15": 100, "sdxl": 130, "family": 130}
+# Flux.1 dev (12B) is a run of its own: --sections 'machine,fixtures,*/flux_dev' --budget fixtures=240 (README).
+GPU_BUDGETS = {"machine": 45, "fixtures": 75, "sd15": 100, "sdxl": 130, "flux_dev": 200, "family": 130}
 SMOKE_BUDGETS = {"machine": 60, "fixtures": 120, "sd15": 240, "sdxl": 240, "family": 240}  # caps on a loaded 2-core CPU
 GPU_TOTAL, SMOKE_TOTAL = 480, 900
 KILL_GRACE = 10  # seconds a section may overrun its own deadline (finishing a case) before it is killed
@@ -45,6 +46,7 @@ class Section:
     budget: float
     tree: pathlib.Path | None = None
     family: str | None = None
+    families: tuple[str, ...] = ()  # fixtures: the families whose model files the selected sections need
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -99,12 +101,20 @@ def add_standins(env: dict[str, str]) -> list[str]:
 
 
 def plan(tree_list: list[tuple[str, pathlib.Path]], limits: dict[str, float], pattern: str) -> list[Section]:
-    sections = [Section("machine", "machine", limits["machine"]), Section("fixtures", "fixtures", limits["fixtures"], tree_list[0][1])]
-    for label, root in tree_list:
-        for family in case_table.families(case_table.CASES):
-            sections.append(Section(f"{label}/{family}", "cases", limits.get(family, limits["family"]), root, family))
+    """The selected sections; the fixtures section writes the model files of the selected families only (all
+    families when no family's section is selected), so an SD run never waits for Flux's 12 GB file."""
     wanted = [item.strip() for item in pattern.split(",") if item.strip()]
-    return [section for section in sections if any(fnmatch.fnmatch(section.name, item) for item in wanted)]
+
+    def selected(name: str) -> bool:
+        return any(fnmatch.fnmatch(name, item) for item in wanted)
+
+    cases = [Section(f"{label}/{family}", "cases", limits.get(family, limits["family"]), root, family)
+             for label, root in tree_list for family in case_table.families(case_table.CASES)]
+    cases = [section for section in cases if selected(section.name)]
+    families = tuple(dict.fromkeys(section.family for section in cases)) or tuple(case_table.families(case_table.CASES))
+    fixed = [Section("machine", "machine", limits["machine"]),
+             Section("fixtures", "fixtures", limits["fixtures"], tree_list[0][1], families=families)]
+    return [section for section in fixed if selected(section.name)] + cases
 
 
 def tail(path: pathlib.Path, lines: int = 30) -> str:
@@ -121,7 +131,8 @@ def run_section(section: Section, seconds: float, grace: float, smoke: bool, wor
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     spec = {"kind": section.kind, "results": str(results), "deadline": started + seconds, "smoke": smoke,
-            "work": str(work / "sections" / section.name.replace("/", "_")), "family": section.family}
+            "work": str(work / "sections" / section.name.replace("/", "_")), "family": section.family,
+            "families": list(section.families)}
     section_env = dict(env, COMFYUI_PATH=str(section.tree)) if section.tree else env
     with open(log, "w") as stream:
         process = subprocess.Popen([sys.executable, str(HERE / "section.py"), json.dumps(spec)], stdout=stream,

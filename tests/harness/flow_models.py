@@ -199,18 +199,24 @@ def tiny_sd35(variant: str, seed: int = 0) -> ModelBundle:
 
 # ---------------------------------------------------------------- Flux at full width, shapes only
 
+def full_width_flux_config(guidance_embed: bool = True, depth: int = 19, depth_single_blocks: int = 38) -> dict[str, Any]:
+    """Flux.1's constructor arguments at the real widths (3072 hidden, 24 heads, T5-XXL and CLIP-L inputs); the
+    default depths are the released model's (11.9B parameters)."""
+    return {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096,
+            "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": depth,
+            "depth_single_blocks": depth_single_blocks, "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2,
+            "qkv_bias": True, "guidance_embed": guidance_embed}
+
+
 def full_width_flux_on_meta(guidance_embed: bool = True, depth: int = 1, depth_single_blocks: int = 1) -> Any:
-    """A Flux.1 model at the real widths (3072 hidden, 24 heads, T5-XXL and CLIP-L inputs) with few blocks, built on
-    the meta device and detected by ComfyUI with no override: its layer names and shapes, without weights.
+    """A Flux.1 model at the real widths with few blocks, built on the meta device and detected by ComfyUI with no
+    override: its layer names and shapes, without weights.
 
     diffusers' kohya-Flux conversion hardcodes Flux's widths, so files checked against it need these shapes.
     """
     import comfy.model_detection
 
-    config = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768, "context_in_dim": 4096,
-              "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": depth,
-              "depth_single_blocks": depth_single_blocks, "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2,
-              "qkv_bias": True, "guidance_embed": guidance_embed}
+    config = full_width_flux_config(guidance_embed, depth, depth_single_blocks)
     weights = bfl_names(flux_module(config, device="meta").state_dict())
     model_config = comfy.model_detection.model_config_from_unet(weights, "")
     return model_config.get_model(weights, "", device="meta")
