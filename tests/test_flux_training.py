@@ -324,3 +324,39 @@ def encoded(clip) -> tuple[torch.Tensor, torch.Tensor]:
     with helpers.patches_applied(clip.patcher), torch.no_grad():
         tokens, pooled = clip.encode_from_tokens(clip.tokenize("a photo of a red circle"), return_pooled=True)
     return tokens.to("cpu", torch.float32, copy=True), pooled.to("cpu", torch.float32, copy=True)
+
+
+def test_a_flux_file_from_load_diffusion_model_in_fp8_trains_saves_and_sweeps(tmp_path, comfy_dirs):
+    """The Flux pipeline as a user wires it: a Flux.1 dev transformer file (real widths, one block of each kind, fp8
+    as Flux's fp8 releases) detected by Load Diffusion Model with weight_dtype fp8_e4m3fn, then Load Dataset ->
+    Train LoRA -> Save LoRA -> Strength Sweep. DualCLIPLoader cannot stand in for the text encoders: ComfyUI builds
+    T5-XXL from its fixed 24-layer config whatever the file holds, 4.7B weights, so they are built in memory at
+    Flux's widths (CLIP-L 768, T5 4096)."""
+    import folder_paths
+
+    path = flow_models.full_width_flux_file(depth=1, depth_single_blocks=1)
+    folder_paths.add_model_folder_path("diffusion_models", str(path.parent))
+    model = runtime.run_node("UNETLoader", unet_name=path.name, weight_dtype="fp8_e4m3fn")[0]
+    assert model.model.diffusion_model.img_in.weight.dtype == torch.float8_e4m3fn
+    clip = flow_models.full_width_flux_clip()
+    vae = flow_models.assemble_vae(flow_models.vae_weights(flow_models.tiny_vae_config(16), 2),
+                                   flow_models.tiny_vae_config(16), latent_channels=16)
+    folder = tmp_path / "data"
+    training_data.captioned_shapes(folder, count=1)
+    dataset, report = runtime.run_node("LoraLabLoadDataset", path=str(folder), repeats=1, caption_extension=".txt",
+                                       class_tokens="", model=model, clip=clip, trigger_word="sks", batch_size=1, epochs=1)
+    assert "flux_dev" in report, report
+    graph = type("Graph", (), {"model": model, "clip": clip, "vae": vae})
+    trained = runtime.run_node("LoraLabTrainLoRA", **flux_inputs(graph, dataset, resolution=64, rank=4,
+                                                                  mixed_precision="fp32"))
+    lora = trained[2]
+    assert lora.family == "flux_dev"
+    saved = runtime.run_node("LoraLabSaveLoRA", lora=lora, filename_prefix="flux_fp8", epochs="final", dtype="fp16",
+                             overwrite=False)
+    keys = set(safetensors.torch.load_file(folder_paths.get_full_path("loras", saved.ui["loras"][0]["lora_name"])))
+    assert "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight" in keys
+    assert "lora_unet_single_blocks_0_linear1.lora_up.weight" in keys
+    grid = runtime.run_node("LoraLabStrengthSweep", model=model, clip=clip, vae=vae, lora=lora, prompts="sks, a red circle",
+                            negative="", strengths="0, 1", seeds="1", epochs="final", clip_strength_ratio=1.0, width=64,
+                            height=64, steps=1, cfg=1.0, sampler_name="euler", scheduler="simple", guidance=3.5)[0]
+    assert grid.shape[0] == 1 and torch.isfinite(grid).all()

@@ -94,22 +94,8 @@ def sdxl_clip(seed: int) -> Any:
     return models.assemble_clip(target, models.text_encoder_weights(target, seed))
 
 
-# Flux's CLIP-L (pooled, 768) and T5-XXL (4096 wide, one narrow layer): the conditioning has Flux's real shapes.
-FLUX_CLIP_L = models.tiny_encoder_overrides(hidden_size=768)
-FLUX_T5 = {"d_model": 4096, "d_ff": 256, "d_kv": 64, "num_heads": 2, "num_layers": 1}
-
-
-def flux_clip(seed: int) -> Any:
-    import comfy.supported_models_base
-    import comfy.text_encoders.flux as flux
-
-    encoder = models.shrunk_text_encoder(flux.flux_clip(), clip_l=FLUX_CLIP_L, t5xxl=FLUX_T5)
-    target = comfy.supported_models_base.ClipTarget(flux.FluxTokenizer, encoder)
-    return models.assemble_clip(target, models.text_encoder_weights(target, seed))
-
-
 CLIPS: dict[str, Callable[[int], Any]] = {"tiny": sd15_clip(32), "min": sd15_clip(768), "full": sd15_clip(768), "sdxl": sdxl_clip,
-                                          "flux": flux_clip}
+                                          "flux": flow_models.full_width_flux_clip}
 FAMILIES = {"tiny": "sd15", "min": "sd15", "full": "sd15", "sdxl": "sdxl", "flux": "flux_dev"}
 LATENT_CHANNELS = {"flux": 16}  # else 4
 
@@ -130,15 +116,7 @@ def unet_file(name: str, device: str = "cpu") -> pathlib.Path:
     import torch
 
     if name == "flux":
-        flux = flow_models.full_width_flux_config()
-
-        def make_flux() -> dict[str, Any]:
-            transformer = flow_models.flux_module({**flux, "dtype": torch.float8_e4m3fn})
-            return flow_models.bfl_names(models.initialise_(transformer, SEED, device).state_dict())
-
-        return models.cached_file("flux-dev-transformer", {"flux": flux, "seed": SEED, "device": device, "dtype": "fp8"},
-                                  make_flux)
-
+        return flow_models.full_width_flux_file(device)
     config = models.unet_config(**UNETS[name][1])
 
     def make() -> dict[str, Any]:

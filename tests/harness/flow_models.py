@@ -18,7 +18,8 @@ from typing import Any, Callable
 import torch
 
 from .models import (
-    ModelBundle, assemble_clip, assemble_model, assemble_vae, cached_state_dict, initialise_, mmdit_weights, prefixed,
+    ModelBundle, assemble_clip, assemble_model, assemble_vae, cached_file, cached_state_dict, initialise_, mmdit_weights,
+    prefixed,
     sd3_clip_target, shrunk_text_encoder, split, text_encoder_weights, tiny_encoder_overrides, tiny_sd3_mmdit_config,
     tiny_vae_config, vae_weights,
 )
@@ -206,6 +207,32 @@ def full_width_flux_config(guidance_embed: bool = True, depth: int = 19, depth_s
             "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": depth,
             "depth_single_blocks": depth_single_blocks, "axes_dim": [16, 56, 56], "theta": 10000, "patch_size": 2,
             "qkv_bias": True, "guidance_embed": guidance_embed}
+
+
+def full_width_flux_file(device: str = "cpu", depth: int = 19, depth_single_blocks: int = 38) -> Any:
+    """Flux.1 dev's transformer at the real widths as a diffusion-model file in fp8, as Flux's fp8 releases are
+    (11.9 GB at the released depths), random weights drawn on `device`; cached. Load Diffusion Model detects it."""
+    config = full_width_flux_config(True, depth, depth_single_blocks)
+
+    def make() -> dict[str, torch.Tensor]:
+        transformer = flux_module({**config, "dtype": torch.float8_e4m3fn})
+        return bfl_names(initialise_(transformer, 0, device).state_dict())
+
+    return cached_file("flux-dev-transformer", {"flux": config, "seed": 0, "device": device, "dtype": "fp8"}, make)
+
+
+# Flux's CLIP-L (pooled, 768 wide) and T5-XXL (4096 wide, one narrow layer): the conditioning has Flux's real shapes.
+FULL_WIDTH_CLIP_L = tiny_encoder_overrides(hidden_size=768)
+FULL_WIDTH_T5 = {"d_model": 4096, "d_ff": 256, "d_kv": 64, "num_heads": 2, "num_layers": 1}
+
+
+def full_width_flux_clip(seed: int = 1) -> Any:
+    import comfy.supported_models_base
+    import comfy.text_encoders.flux as flux
+
+    encoder = shrunk_text_encoder(flux.flux_clip(), clip_l=FULL_WIDTH_CLIP_L, t5xxl=FULL_WIDTH_T5)
+    target = comfy.supported_models_base.ClipTarget(flux.FluxTokenizer, encoder)
+    return assemble_clip(target, text_encoder_weights(target, seed))
 
 
 def full_width_flux_on_meta(guidance_embed: bool = True, depth: int = 1, depth_single_blocks: int = 1) -> Any:
