@@ -39,7 +39,7 @@ def node(class_type: str, title: str, **inputs: Any) -> dict[str, Any]:
 
 
 # Train LoRA's flow-matching inputs at their defaults (they apply to Flux, Chroma and SD3 only).
-FLOW_DEFAULTS = {"timestep_sampling": "family default", "sigmoid_scale": 1.0, "discrete_flow_shift": 3.1582,
+FLOW_DEFAULTS = {"timestep_sampling": "family default", "sigmoid_scale": 1.0, "discrete_flow_shift": 0.0,
                  "weighting_scheme": "none", "guidance_scale": 1.0}
 
 
@@ -121,25 +121,40 @@ def toy_world_pipeline(model_name: str) -> dict[str, Any]:
     }
 
 
-def flux_pipeline() -> dict[str, Any]:
-    """The pipeline on Flux.1 dev loaded as ComfyUI loads it: Load Diffusion Model (fp8 storage) + DualCLIPLoader
-    (CLIP-L + T5-XXL) + Load VAE; Train LoRA's flow-matching inputs at the family defaults (kohya's), samples and
-    sweep at cfg 1 with FluxGuidance 3.5."""
-    workflow = pipeline(checkpoint="", captioner="Florence-2-base", size=1024,
-                        prompts="a photo of ohwx smiling outdoors\na portrait of ohwx, studio lighting", negative="",
-                        steps=20, cfg=1.0, sampler="euler", scheduler="simple", text_encoder_lr=0.0,
-                        prefix="loralab/ohwx_flux")
+def split_files_pipeline(prompts: str, cfg: float, prefix: str, diffusion_model: dict[str, Any],
+                         text_encoders: dict[str, Any], vae_name: str, size: int = 1024) -> dict[str, Any]:
+    """The pipeline on a model that ComfyUI loads as three files: Load Diffusion Model + its text-encoder loader +
+    Load VAE; Train LoRA's flow-matching inputs at the family defaults, samples and sweep at `cfg`."""
+    workflow = pipeline(checkpoint="", captioner="Florence-2-base", size=size, prompts=prompts, negative="", steps=20,
+                        cfg=cfg, sampler="euler", scheduler="simple", text_encoder_lr=0.0, prefix=prefix)
     relinked = {("1", 1): ["7", 0], ("1", 2): ["8", 0]}
     for graph_node in workflow.values():
         for name, value in graph_node["inputs"].items():
             if isinstance(value, list) and tuple(value) in relinked:
                 graph_node["inputs"][name] = relinked[tuple(value)]
-    workflow["1"] = node("UNETLoader", "Load Diffusion Model", unet_name="flux1-dev.safetensors",
-                         weight_dtype="fp8_e4m3fn")
-    workflow["7"] = node("DualCLIPLoader", "DualCLIPLoader (CLIP-L + T5-XXL)", clip_name1="clip_l.safetensors",
-                         clip_name2="t5xxl_fp8_e4m3fn.safetensors", type="flux", device="default")
-    workflow["8"] = node("VAELoader", "Load VAE", vae_name="ae.safetensors")
+    workflow["1"] = diffusion_model
+    workflow["7"] = text_encoders
+    workflow["8"] = node("VAELoader", "Load VAE", vae_name=vae_name)
     return workflow
+
+
+def flux_pipeline() -> dict[str, Any]:
+    """Flux.1 dev: fp8 storage, CLIP-L + T5-XXL, kohya's defaults; samples and sweep at cfg 1 with FluxGuidance 3.5."""
+    return split_files_pipeline(
+        "a photo of ohwx smiling outdoors\na portrait of ohwx, studio lighting", 1.0, "loralab/ohwx_flux",
+        node("UNETLoader", "Load Diffusion Model", unet_name="flux1-dev.safetensors", weight_dtype="fp8_e4m3fn"),
+        node("DualCLIPLoader", "DualCLIPLoader (CLIP-L + T5-XXL)", clip_name1="clip_l.safetensors",
+             clip_name2="t5xxl_fp8_e4m3fn.safetensors", type="flux", device="default"), "ae.safetensors")
+
+
+def qwen_image_pipeline() -> dict[str, Any]:
+    """Qwen-Image: ComfyUI's fp8 transformer file, Qwen2.5-VL through Load CLIP, musubi-tuner's defaults (shift 2.2);
+    samples and sweep at cfg 4 and the native 1328 px."""
+    return split_files_pipeline(
+        "a photo of ohwx smiling outdoors\na portrait of ohwx, studio lighting", 4.0, "loralab/ohwx_qwen_image",
+        node("UNETLoader", "Load Diffusion Model", unet_name="qwen_image_fp8_e4m3fn.safetensors", weight_dtype="default"),
+        node("CLIPLoader", "Load CLIP (Qwen2.5-VL)", clip_name="qwen_2.5_vl_7b_fp8_scaled.safetensors", type="qwen_image",
+             device="default"), "qwen_image_vae.safetensors", size=1328)
 
 
 def headless(name: str, extra: str = "--dataset /path/to/images") -> str:
@@ -197,6 +212,15 @@ EXAMPLES = {
         "lower resolution to 768 or 512. Samples and Strength Sweep use cfg 1 with FluxGuidance 3.5.\n\n"
         "Images go in ComfyUI/input/lora_dataset; the LoRA is saved as models/loras/loralab/ohwx_flux.safetensors "
         "with kohya's Flux names.\n\n" + headless("loralab_flux_pipeline"))),
+    "loralab_qwen_image_pipeline": (qwen_image_pipeline(), (
+        "LoRA Lab: train a Qwen-Image LoRA\n\n"
+        "Qwen-Image loads as three files: Load Diffusion Model (qwen_image_fp8_e4m3fn), Load CLIP (qwen_2.5_vl_7b, "
+        "type qwen_image) and Load VAE (qwen_image_vae). Train LoRA trains the transformer blocks but their "
+        "modulations, with musubi-tuner's shift sampler at 2.2, at the native 1328 px; the Qwen2.5-VL encoder stays "
+        "frozen. A 24 GB card needs resolution 512 (the 20B weights take 19 GB in fp8). Samples and the sweep use "
+        "cfg 4. Images go in ComfyUI/input/lora_dataset; the LoRA is saved as "
+        "models/loras/loralab/ohwx_qwen_image.safetensors with musubi-tuner's names.\n\n"
+        + headless("loralab_qwen_image_pipeline"))),
     "loralab_resume_training": (pipeline(**SD15, caption=False, resume_from="YYYYMMDD-HHMMSS-seed42"), (
         "LoRA Lab: continue a cancelled run\n\n"
         "When a training run is cancelled, ComfyUI's console prints 'To continue it, set resume_from to: ...'. "

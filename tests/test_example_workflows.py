@@ -16,7 +16,7 @@ EXAMPLES = REPO_ROOT / "example_workflows"
 UI_FILES = sorted(EXAMPLES.glob("*.json"))
 NAMES = [path.stem for path in UI_FILES]
 EXPECTED = {"loralab_sd15_pipeline", "loralab_sdxl_pipeline", "loralab_resume_training", "loralab_toy_world_demo",
-            "loralab_flow_toy_world_demo", "loralab_flux_pipeline"}
+            "loralab_flow_toy_world_demo", "loralab_flux_pipeline", "loralab_qwen_image_pipeline"}
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 ACTIVE = 0  # LiteGraph node mode; 2 = muted, 4 = bypassed

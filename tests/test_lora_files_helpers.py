@@ -35,7 +35,7 @@ def adapter_layers(bundle: Any, include_convs: bool, text_encoder: bool = True) 
     names = runtime.pack("trainer.files.kohya_names")
     family = runtime.pack("trainer.models.families").BY_NAME[bundle.family]
     diffusion_model = bundle.model.model.diffusion_model
-    unet_targets = targets.unet_targets(diffusion_model, include_convs)
+    unet_targets = targets.unet_targets(diffusion_model, include_convs, exclude=family.adapter_exclude)
     unet_names = names.unet_names(bundle.model.model.model_config.unet_config, family, [t.path for t in unet_targets])
     layers = [Layer(unet_names[t.path], t.module, True, t.is_conv3x3) for t in unet_targets]
     if text_encoder:

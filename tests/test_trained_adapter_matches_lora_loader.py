@@ -29,6 +29,20 @@ def assert_moved_far_beyond_error(actual: torch.Tensor, expected: torch.Tensor, 
     assert moved > 100 * error, f"{label}: the adapter moved the output by {moved:.3g}, the error is {error:.3g}"
 
 
+def assert_lora_loader_reproduces(bundle, lora, lora_name: str, inputs: dict[str, torch.Tensor]) -> None:
+    """LoraLoader on the saved diffusion-model file gives what the in-process adapter gives, at full and half
+    strength, and both are far from the base model's output."""
+    base = helpers.unet_output(bundle.model, inputs)
+    unet, _ = in_process_adapters(bundle, lora)
+    for strength in (1.0, 0.5):
+        set_strength(unet, strength)
+        trained = in_process_outputs(bundle, unet, None, inputs)[0]
+        loaded = lora_loader_outputs(bundle, lora_name, strength, inputs)[0]
+        label = f"LoraLoader vs the trained adapter at strength {strength}"
+        assert_matches(loaded, trained, label)
+        assert_moved_far_beyond_error(loaded, trained, base, label)
+
+
 @pytest.fixture
 def fp32_text_encoders(monkeypatch):
     """Text encoders load in fp32, as with ComfyUI's --fp32-text-enc.

@@ -156,6 +156,18 @@ def assemble_vae(vae_sd: dict[str, torch.Tensor], config: dict[str, Any], latent
     return vae
 
 
+def detected_with_toy_geometry(diffusion_sd: dict[str, torch.Tensor], image_model: str, geometry: dict[str, Any]) -> Any:
+    """ComfyUI's model config for a toy DiT's weights, detected as Load Diffusion Model detects it, with the
+    entries detection fixes at the released model's size (widths, heads) set to the toy's `geometry`."""
+    import comfy.model_detection
+
+    unet_config = comfy.model_detection.detect_unet_config(diffusion_sd, "")
+    if unet_config is None or unet_config.get("image_model") != image_model:
+        raise RuntimeError(f"ComfyUI's model detection did not recognise the toy {image_model} weights: {unet_config}")
+    unet_config.update(geometry)
+    return comfy.model_detection.model_config_from_unet_config(unet_config, diffusion_sd)
+
+
 def split(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {key[len(prefix):]: value for key, value in sd.items() if key.startswith(prefix)}
 

@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from ..models.families import BY_NAME, Family
+from ..models.families import BY_NAME, Family, family_named
 from ..training.trained_lora import TrainedLora
 
 MODELSPEC_VERSION = "1.0.1"
@@ -74,7 +74,7 @@ def network_args(lora: TrainedLora) -> dict[str, str]:
 
 def build_metadata(lora: TrainedLora, epoch: int, output_name: str, saved_at: float | None = None) -> dict[str, str]:
     """kohya's `ss_*` and modelspec keys for the file holding `epoch` of `lora` (hashes are added when serialising)."""
-    family = BY_NAME[lora.family]
+    family = family_named(lora.family)
     saved_at = saved_at if saved_at is not None else time.time()
     finished_at = lora.finished_at or saved_at
     settings = lora.settings

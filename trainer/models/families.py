@@ -1,11 +1,12 @@
 """The family table: which model family a MODEL is, and every fact that differs between families.
 
 One entry per family holds how it is detected (the ComfyUI model-config class, and the model type where one
-class serves two families), its layers' names in files (kohya/ComfyUI naming, text-encoder prefixes), its
-metadata (`ss_base_model_version`, `ss_v2`, `modelspec.*`), its native resolution and bucket step, its
-prediction type and sampling default, and which text encoders can be trained; for flow-matching families the
-timestep sampler, the guidance the model is trained and sampled with, and T5's token limit. Adding a family (Flux, SD3.5...)
-is one entry here (plus its layer targets in targets.py when they are not the generic DiT ones).
+class serves two families), its layers' names in files (kohya/ComfyUI naming, text-encoder prefixes, the block
+layers its trainer leaves out), its metadata (`ss_base_model_version`, `ss_v2`, `modelspec.*`), its native
+resolution and bucket step, its prediction type and sampling default, and which text encoders can be trained; for
+flow-matching families the timestep sampler and shift, the guidance the model is trained and sampled with, and
+T5's token limit. Adding a family is one entry here. Any other model ComfyUI samples gets a generic family built
+from its config class; a model that needs inputs a captioned dataset cannot give is refused by name.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import comfy.model_base
 import comfy.supported_models
 
 from ..errors import SettingsError
+from ..training.flow_matching import FLUX_SHIFT
+from ..training.objectives import prediction_type
 from ..toy_world.flow_model import FlowToyWorld
 from ..toy_world.model import ToyWorld
 
@@ -52,6 +55,8 @@ class Family:
     sample_guidance: float | None = None  # FluxGuidance of samples and sweeps (cfg is then sample_cfg)
     sample_steps: int = 20  # sampler steps of samples and sweeps (timestep-distilled models need few)
     t5_max_tokens: int | None = None  # kohya's t5xxl_max_token_length, where T5 carries the caption
+    flow_shift: float = FLUX_SHIFT  # the shift sampler's discrete_flow_shift (musubi-tuner's documented value)
+    adapter_exclude: str | None = None  # regex of block layers the family's trainer leaves out (modulations)
 
 
 V_PREDICTION = comfy.model_base.ModelType.V_PREDICTION
@@ -91,24 +96,84 @@ FLOW_TOY_WORLD = Family("flow_toy_world", FlowToyWorld, "flux1", "flux-1-dev/lor
                         {"clip_l": "lora_te1"}, bucket_step=8, latent_scale=4, implementation=IMPLEMENTATION_FLUX,
                         sample_cfg=4.0, timestep_sampling="sigmoid", guidance_setting=True, sample_guidance=3.5,
                         t5_max_tokens=512)
-BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL, CHROMA,
-                                              FLOW_TOY_WORLD)}
+# Qwen-Image (and its Edit variants' base): musubi-tuner's defaults (docs/qwen_image.md): every linear of the
+# transformer blocks except the modulations (`img_mod`, `txt_mod`), the shift sampler at 2.2, and kohya-style names
+# from the module paths, which ComfyUI's modules keep. Latents are 8x the pixels in 2x2 patches (16 px buckets); the
+# Qwen2.5-VL text encoder is never trained.
+QWEN_IMAGE = Family("qwen_image", comfy.supported_models.QwenImage, "qwen_image", "qwen-image/lora", "flow", 1328,
+                    "comfy", {}, bucket_step=16, sample_cfg=4.0, timestep_sampling="shift", flow_shift=2.2,
+                    adapter_exclude=r"_mod\.")
+BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL,
+                                              CHROMA, FLOW_TOY_WORLD, QWEN_IMAGE)}
+GENERIC_PREFIX = "comfyui"  # generic families are named comfyui:<ComfyUI config class>:<prediction type>
+# Models whose conditioning needs what Load Dataset cannot give, by ComfyUI config class (the generic rule below
+# catches any model that concatenates an image or mask to its input).
+NEEDS_OTHER_INPUTS = {"WAN22_S2V": "audio", "WAN21_HuMo": "audio", "WAN22_Animate": "a reference video and pose",
+                      "WAN21_Vace": "control video frames", "WAN21_Camera": "camera poses",
+                      "WAN22_Camera": "camera poses", "StableAudio": "audio (it is an audio model)",
+                      "ACEStep": "audio (it is an audio model)"}
 
 
 def detect_family(model_patcher) -> Family:
     """Family of a ComfyUI MODEL, from its model config class and model type: the most specific entry that
-    matches (the toy world's config is an SD15 config; sd2_v is the SD2 config with v-prediction)."""
+    matches (the toy world's config is an SD15 config; sd2_v is the SD2 config with v-prediction), else the
+    generic family of any other model ComfyUI samples. A model that needs inputs a dataset cannot give is refused."""
     base_model = model_patcher.model
     config = base_model.model_config
+    _refuse_unsupported_conditioning(base_model)
     matches = [family for family in BY_NAME.values()
                if isinstance(config, family.config_class) and not isinstance(config, family.excluded_classes)
                and family.model_type in (None, base_model.model_type)]
     if matches:
         return max(matches, key=lambda family: (len(family.config_class.__mro__), family.model_type is not None))
-    raise SettingsError(
-        f"LoRA Lab trains SD1.x, SD2.x, SDXL, SD3, Flux.1 and Chroma models; the connected model is "
-        f"{type(config).__name__}. Load a supported checkpoint (Load Checkpoint, or Load Diffusion Model for Flux)."
-    )
+    return generic_family(type(config), prediction_type(base_model.model_sampling))
+
+
+def _refuse_unsupported_conditioning(base_model) -> None:
+    config_name = type(base_model.model_config).__name__
+    needs = NEEDS_OTHER_INPUTS.get(config_name)
+    if needs is None and base_model.concat_keys:
+        needs = "a mask and masked image concatenated to its input (an inpainting model)"
+    if needs is None and _concatenates_an_image(base_model):
+        needs = "an image concatenated to its input (an image-to-video or edit model)"
+    if needs:
+        raise SettingsError(f"The connected model ({config_name}) needs {needs}, which Load Dataset cannot give: "
+                            "LoRA Lab trains text-to-image models. Load the model's text-to-image version.")
+
+
+def _concatenates_an_image(base_model) -> bool:
+    """Whether the diffusion model takes more input channels than its latents have (I2V and inpaint variants)."""
+    import torch
+
+    latent_format = base_model.latent_format
+    shape = (1, latent_format.latent_channels) + (8,) * getattr(latent_format, "latent_dimensions", 2)
+    try:
+        extra = base_model.concat_cond(noise=torch.zeros(shape), device=torch.device("cpu"))
+    except (TypeError, AttributeError, KeyError):  # a concat_cond that needs the image it concatenates
+        return True
+    return extra is not None
+
+
+def generic_family(config_class: type, prediction: str) -> Family:
+    """Any other model ComfyUI samples: adapters on its transformer blocks' linears under ComfyUI's own module
+    paths (`lora_unet_<path>`, which LoraLoader maps for every model), 1024 px in 64 px buckets, the model's own
+    noise schedule, and no text-encoder training."""
+    return Family(f"{GENERIC_PREFIX}:{config_class.__name__}:{prediction}", config_class,
+                  f"{GENERIC_PREFIX}:{config_class.__name__}", f"comfyui-{config_class.__name__.lower()}/lora",
+                  prediction, 1024, "comfy", {}, implementation="https://github.com/comfyanonymous/ComfyUI",
+                  sample_cfg=4.0 if prediction == "flow" else 7.0)
+
+
+def family_named(name: str) -> Family:
+    """The family a LoRA names: a table entry, or a generic family rebuilt from its ComfyUI config class."""
+    if name in BY_NAME:
+        return BY_NAME[name]
+    prefix, _, rest = name.partition(":")
+    class_name, _, prediction = rest.partition(":")
+    config_class = getattr(comfy.supported_models, class_name, None)
+    if prefix != GENERIC_PREFIX or config_class is None or prediction not in ("eps", "v", "flow"):
+        raise SettingsError(f"{name!r} is not a model family LoRA Lab knows.")
+    return generic_family(config_class, prediction)
 
 
 def layers_family(name: str) -> str:

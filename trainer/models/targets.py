@@ -34,15 +34,17 @@ def _is_conv3x3(module: torch.nn.Module) -> bool:
     return isinstance(module, torch.nn.Conv2d) and module.kernel_size == (3, 3)
 
 
-def unet_targets(diffusion_model: torch.nn.Module, include_convs: bool) -> list[Target]:
-    """Adapter targets in a UNet (SD1/SD2/SDXL) or, for DiT models, every Linear of the transformer blocks."""
+def unet_targets(diffusion_model: torch.nn.Module, include_convs: bool, exclude: str | None = None) -> list[Target]:
+    """Adapter targets in a UNet (SD1/SD2/SDXL) or, for DiT models, every Linear of the transformer blocks
+    but the adaLN modulations and the family's `exclude` pattern (a regex searched in the module path)."""
     containers = [(path, module) for path, module in diffusion_model.named_modules() if isinstance(module, SpatialTransformer)]
     if include_convs:
         containers += [(path, module) for path, module in diffusion_model.named_modules()
                        if isinstance(module, (ResBlock, Downsample, Upsample))]
     if not containers:  # MMDiT / DiT: blocks of Linear layers
+        excluded = re.compile("adaLN" + (f"|{exclude}" if exclude else ""))
         return [Target(path, module, False) for path, module in diffusion_model.named_modules()
-                if isinstance(module, torch.nn.Linear) and "blocks." in path and "adaLN" not in path]
+                if isinstance(module, torch.nn.Linear) and "blocks." in path and not excluded.search(path)]
     targets: dict[str, Target] = {}
     for container_path, container in containers:
         for child_path, child in container.named_modules():

@@ -75,17 +75,29 @@ def model_conds(model_patcher, sample: Sample, cond: torch.Tensor, pooled: torch
     """
     conds = model_patcher.model.extra_conds(cross_attn=cond, pooled_output=pooled, device=device,
                                             noise=sample.latents[None], guidance=guidance, **sample.size_info)
-    return {name: _to_device(value, device) for name, value in conds.items() if name in ("c_crossattn", "y", "guidance")}
+    return {name: _to_device(value, device) for name, value in conds.items()}
 
 
 def _to_device(cond, device: torch.device):
     return type(cond)(cond.cond.to(device)) if torch.is_tensor(getattr(cond, "cond", None)) else cond
 
 
-def batch_conds(per_sample: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Concatenate per-sample conds with ComfyUI's own rules (cross-attention lengths padded by repetition)."""
-    first = per_sample[0]
-    return {name: first[name].concat([other[name] for other in per_sample[1:]]) for name in first}
+def batch_conds(per_sample: list[dict[str, Any]]) -> list[tuple[slice, dict[str, torch.Tensor]]]:
+    """The batch's conds, concatenated with ComfyUI's own rules (cross-attention lengths padded by repetition),
+    as runs of consecutive samples that can share one forward: a model whose conds hold per-caption constants
+    (Lumina 2 and Z-Image count each caption's tokens) needs one forward per distinct value, as ComfyUI's sampler
+    batches them."""
+    runs: list[tuple[int, int]] = []
+    for index, conds in enumerate(per_sample):
+        start = runs[-1][0] if runs else 0
+        if runs and all(per_sample[start][name].can_concat(conds[name]) for name in conds):
+            runs[-1] = (start, index + 1)
+        else:
+            runs.append((index, index + 1))
+    whole = len(runs) == 1  # one forward for everything the batch holds (validation: one sample at many noise levels)
+    return [(slice(None) if whole else slice(start, end),
+             {name: per_sample[start][name].concat([other[name] for other in per_sample[start + 1:end]])
+              for name in per_sample[start]}) for start, end in runs]
 
 
 def epoch_batches(samples: list[Sample], batch_size: int, seed: int, epoch: int) -> list[list[int]]:

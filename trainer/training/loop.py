@@ -29,10 +29,11 @@ from ..data.dataset import DatasetImage, LoraDataset
 from ..data.kohya_summary import kohya_dataset_summary
 from ..errors import DatasetError, DiskFull, OutOfMemory, SettingsError, TrainingDiverged
 from ..files.kohya_names import text_encoder_name, unet_names
-from ..models.families import Family, detect_family
+from ..models.families import GENERIC_PREFIX, Family, detect_family
 from ..models.targets import text_encoder_targets, unet_targets
 from . import batches, memory, objectives, run_folders, session
 from .adapters import AdapterSet, create_adapters
+from .flow_matching import FLUX_SHIFT
 from .optim import FACTORED, build_optimizer, build_scheduler
 from .precision import COMPUTE_DTYPES, PrecisionChoice, autocast, choose_precision
 from .progress import EpochReport, StepReport, TrainingObserver
@@ -137,6 +138,11 @@ def plan_run(model, clip, vae, dataset: LoraDataset, settings: TrainingSettings,
              resume_from: pathlib.Path | None, initial_lora: TrainedLora | None, processes: int = 1) -> RunPlan:
     family = detect_family(model)
     resolution = settings.resolution or family.native_resolution
+    if family.name.startswith(GENERIC_PREFIX):
+        log.warning("LoRA Lab: %s is not in LoRA Lab's family table; training it the generic way: adapters on its "
+                    "transformer blocks' linears with ComfyUI's key names, %d px (resolution %d), buckets of %d px, "
+                    "its own noise schedule, text encoders frozen.", type(model.model.model_config).__name__,
+                    family.native_resolution, resolution, family.bucket_step)
     _check_resolution(family, resolution)
     _check_settings_apply(family, settings)
     device = mm.get_torch_device()
@@ -179,6 +185,8 @@ def _check_settings_apply(family: Family, settings: TrainingSettings) -> None:
     """A setting that means nothing for the connected family is refused by name, never silently ignored."""
     s, flow, sampler = settings, family.prediction_type == "flow", timestep_sampler(family, settings)
     changed = {item.name for item in dataclasses.fields(s) if getattr(s, item.name) != item.default}
+    if s.discrete_flow_shift == FLUX_SHIFT:  # the default before the family table held each family's shift:
+        changed.discard("discrete_flow_shift")  # saved workflows of every family carry it
     refusals = []
     # The default min_snr_gamma is for eps/v models, so a flow model leaves it out; only a value the user chose is refused.
     if flow and "min_snr_gamma" in changed and s.min_snr_gamma > 0:
@@ -194,8 +202,8 @@ def _check_settings_apply(family: Family, settings: TrainingSettings) -> None:
     if "guidance_scale" in changed and not family.guidance_setting:
         refusals.append("guidance_scale applies to guidance-distilled Flux dev only: leave it at 1.0")
     if s.text_encoder_lr > 0 and not family.text_encoder_prefixes:
-        refusals.append("text_encoder_lr trains CLIP text encoders, and this model's only one is T5-XXL, which LoRA Lab "
-                        "keeps frozen as kohya does: set it to 0")
+        refusals.append("text_encoder_lr trains CLIP text encoders, and this model has none: its T5 or LLM encoders stay "
+                        "frozen, as kohya and musubi-tuner keep them: set it to 0")
     if refusals:
         raise SettingsError(f"Settings that do not apply to {family.name} models: " + "; ".join(refusals) + ".")
 
@@ -282,7 +290,7 @@ def _create_adapters(plan: RunPlan, clip) -> tuple[AdapterSet | None, AdapterSet
     unet = None
     if s.unet_lr > 0:
         diffusion_model = plan.model.model.diffusion_model
-        targets = unet_targets(diffusion_model, include_convs=s.trains_convs)
+        targets = unet_targets(diffusion_model, include_convs=s.trains_convs, exclude=plan.family.adapter_exclude)
         names = unet_names(plan.model.model.model_config.unet_config, plan.family, [t.path for t in targets])
         unet = create_adapters(targets, names, diffusion_model, s.network_type, s.rank, s.network_alpha,
                                s.conv_rank, s.network_conv_alpha)
@@ -363,7 +371,7 @@ def prepare(plan: RunPlan, parts: TrainingParts, observer: TrainingObserver) -> 
         samples=samples, validation_samples=validation_samples, model_sampling=model_sampling,
         noise_levels=objectives.NoiseLevels(
             model_sampling.sigmas.to(plan.device, torch.float32), timestep_sampler(plan.family, s), s.sigmoid_scale,
-            s.discrete_flow_shift, s.weighting_scheme, s.min_snr_gamma),
+            s.discrete_flow_shift or plan.family.flow_shift, s.weighting_scheme, s.min_snr_gamma),
         steps_per_epoch=steps, optimizer=optimizer,
         trainable=[parameter for group in optimizer.param_groups for parameter in group["params"]],
         scheduler=build_scheduler(s.lr_scheduler, optimizer, s.warmup_steps, steps * s.epochs),
@@ -515,8 +523,8 @@ class Trainer:
         """One sample's noise and noise level, from its own generator."""
         noise = torch.randn(latent.shape, generator=generator, device=self.device)
         if self.settings.noise_offset > 0:
-            noise += self.settings.noise_offset * torch.randn((1, latent.shape[1], 1, 1), generator=generator,
-                                                              device=self.device)
+            noise += self.settings.noise_offset * torch.randn((1, latent.shape[1]) + (1,) * (latent.ndim - 2),
+                                                              generator=generator, device=self.device)
         return noise, self.context.noise_levels.draw(latent, generator)
 
     def _conds_with_augmented_caption(self, sample: batches.Sample, chooser: random.Random) -> dict:
@@ -524,10 +532,12 @@ class Trainer:
         caption = process_caption(sample.image.caption, chooser, s.caption_shuffle, s.keep_tokens, s.caption_dropout)
         return conditioning(self.plan, self.parts.clip, sample, caption)
 
-    def _apply_model(self, noisy: torch.Tensor, sigmas: torch.Tensor, conds: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _apply_model(self, noisy: torch.Tensor, sigmas: torch.Tensor,
+                     conds: list[tuple[slice, dict[str, torch.Tensor]]]) -> torch.Tensor:
         patcher = self.parts.unet_patcher
         options = patcher.model_options.get("transformer_options", {}).copy()
-        return patcher.model.apply_model(noisy, sigmas, transformer_options=options, **conds)
+        return torch.cat([patcher.model.apply_model(noisy[run], sigmas[run], transformer_options=options, **run_conds)
+                          for run, run_conds in conds])
 
     def _optimizer_step(self) -> None:
         context = self.context

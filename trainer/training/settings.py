@@ -9,7 +9,7 @@ from ..errors import SettingsError
 from ..finite import require_finite
 from ..setting_fields import check_choices, setting
 from .networks import Network, network, network_names
-from .flow_matching import FLUX_SHIFT, LOSS_WEIGHTINGS, TIMESTEP_SAMPLERS
+from .flow_matching import LOSS_WEIGHTINGS, TIMESTEP_SAMPLERS
 from .optim import OPTIMIZERS, SCHEDULERS
 from .precision import PRECISIONS
 
@@ -57,8 +57,9 @@ class TrainingSettings:
                                      optional=True)
     sigmoid_scale: float = setting(1.0, "Spread of the sigmoid, shift and flux_shift samplers (larger: closer to "
                                         "uniform)", min=0.1, max=10.0, step=0.1, optional=True)
-    discrete_flow_shift: float = setting(FLUX_SHIFT, "The shift sampler's shift (kohya's discrete_flow_shift): higher "
-                                                     "trains at more noise", min=0.1, max=20.0, step=0.0001, optional=True)
+    discrete_flow_shift: float = setting(0.0, "The shift sampler's shift (kohya's discrete_flow_shift): higher trains "
+                                              "at more noise (0 = the family's: 3.1582 Flux, 2.2 Qwen-Image)",
+                                         min=0.0, max=20.0, step=0.0001, optional=True)
     weighting_scheme: str = setting("none", "Flow-matching models: loss weight per noise level, the SD3 paper's "
                                             "densities", choices=LOSS_WEIGHTINGS, optional=True)
     guidance_scale: float = setting(1.0, "Flux dev: the guidance embedding's value while training (kohya's "

@@ -1,10 +1,11 @@
-"""What Train LoRA's memory estimate says for Flux.1 dev at the real widths (19 double, 38 single blocks), the
-figures in the README's Flux section, side by side with kohya's published ones.
+"""What Train LoRA's memory estimate says for the big transformers at their released sizes: Flux.1 dev (19
+double, 38 single blocks) beside kohya's published figures, and Qwen-Image (60 blocks, 20B), the figures in
+the README's family sections.
 
-The model is built on the meta device (shapes only), stored in fp8 (Load Diffusion Model's fp8_e4m3fn: one
-byte a weight) and computed in bf16, T5 outputs cached; the estimate's calibration was fitted on SD UNets.
+Each model is built on the meta device (shapes only), stored in fp8 (Load Diffusion Model's fp8_e4m3fn: one
+byte a weight) and computed in bf16, text-encoder outputs cached; the estimate's calibration was fitted on SD UNets.
 
-    eval "$(bash scripts/provision.sh | sed 's/^/export /')" && "$PYTHON" tests/bench/benchmark_flux_memory.py
+    eval "$(bash scripts/provision.sh | sed 's/^/export /')" && "$PYTHON" tests/bench/benchmark_dit_memory.py
 """
 from __future__ import annotations
 
@@ -13,23 +14,21 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from harness import flow_models, runtime  # noqa: E402
+from harness import flow_models, qwen_image, runtime  # noqa: E402
 
 KOHYA = {  # docs/flux_train_network.md, fp8_base at 1024 px
     (1024, 2): "24 GB", (1024, 1): "16 GB with block swap",
 }
 
 
-def main() -> None:
-    runtime.boot()
+def report(name: str, diffusion_model, exclude: str | None, compare: dict) -> None:
     memory = runtime.pack("trainer.training.memory")
     session = runtime.pack("trainer.training.session")
     targets = runtime.pack("trainer.models.targets")
-    diffusion_model = flow_models.full_width_flux_on_meta(depth=19, depth_single_blocks=38).diffusion_model
     weights = sum(parameter.numel() for parameter in diffusion_model.parameters())
-    layers = targets.unet_targets(diffusion_model, include_convs=False)
+    layers = targets.unet_targets(diffusion_model, include_convs=False, exclude=exclude)
     profile = memory.activation_profile(diffusion_model, session.checkpoint_blocks(diffusion_model))
-    print(f"Flux.1 dev: {weights / 1e9:.2f}B weights, {len(layers)} adapted layers")
+    print(f"{name}: {weights / 1e9:.2f}B weights, {len(layers)} adapted layers")
     print(f"{'rank':>4} {'px':>5} {'batch':>5} {'ckpt':>5}  estimate{'':40} kohya")
     for rank, resolution, batch, checkpointing in ((16, 1024, 1, True), (16, 1024, 2, True), (16, 768, 1, True),
                                                    (16, 512, 1, True), (8, 512, 1, True), (16, 1024, 1, False)):
@@ -40,7 +39,16 @@ def main() -> None:
                                compute_bytes=2, scores_materialised=False)
         estimate = memory.estimate_peak(profile, work)
         print(f"{rank:>4} {resolution:>5} {batch:>5} {str(checkpointing):>5}  {estimate.describe()[:46]:46}  "
-              f"{KOHYA.get((resolution, batch), '') if checkpointing else ''}")
+              f"{compare.get((resolution, batch), '') if checkpointing else ''}")
+
+
+def main() -> None:
+    runtime.boot()
+    families = runtime.pack("trainer.models.families")
+    report("Flux.1 dev", flow_models.full_width_flux_on_meta(depth=19, depth_single_blocks=38).diffusion_model,
+           families.FLUX_DEV.adapter_exclude, KOHYA)
+    report("Qwen-Image", qwen_image.full_size_qwen_image_on_meta().diffusion_model,
+           families.QWEN_IMAGE.adapter_exclude, {})
 
 
 if __name__ == "__main__":
