@@ -35,7 +35,7 @@ def adapter_layers(bundle: Any, include_convs: bool, text_encoder: bool = True) 
     names = runtime.pack("trainer.files.kohya_names")
     family = runtime.pack("trainer.models.families").BY_NAME[bundle.family]
     diffusion_model = bundle.model.model.diffusion_model
-    unet_targets = targets.unet_targets(diffusion_model, include_convs, exclude=family.adapter_exclude)
+    unet_targets = targets.unet_targets(diffusion_model, include_convs, family.adapter_blocks, family.adapter_exclude)
     unet_names = names.unet_names(bundle.model.model.model_config.unet_config, family, [t.path for t in unet_targets])
     layers = [Layer(unet_names[t.path], t.module, True, t.is_conv3x3) for t in unet_targets]
     if text_encoder:
@@ -183,7 +183,7 @@ def unet_forward(model_patcher: Any, inputs: dict[str, torch.Tensor]) -> torch.T
     model = model_patcher.model
     dtype = model.manual_cast_dtype or model.get_dtype()
     moved = {name: value.to(model_patcher.load_device, dtype if value.is_floating_point() else value.dtype)
-             for name, value in inputs.items()}
+             if torch.is_tensor(value) else value for name, value in inputs.items()}  # (constants such as num_tokens)
     with torch.no_grad():
         return model.diffusion_model(**moved).to("cpu", torch.float32, copy=True)
 

@@ -37,8 +37,8 @@ def in_process_adapters(bundle: Any, lora: Any) -> tuple[Any, Any | None]:
                                                settings.network_alpha, settings.conv_rank, settings.network_conv_alpha)
 
     diffusion_model = bundle.model.model.diffusion_model
-    unet_targets = targets.unet_targets(diffusion_model, include_convs=settings.trains_convs,
-                                        exclude=family.adapter_exclude)
+    unet_targets = targets.unet_targets(diffusion_model, settings.trains_convs, family.adapter_blocks,
+                                        family.adapter_exclude)
     unet = build(unet_targets, kohya_names.unet_names(bundle.model.model.model_config.unet_config, family,
                                                       [target.path for target in unet_targets]), diffusion_model)
     text = None

@@ -21,12 +21,12 @@ KOHYA = {  # docs/flux_train_network.md, fp8_base at 1024 px
 }
 
 
-def report(name: str, diffusion_model, exclude: str | None, compare: dict) -> None:
+def report(name: str, diffusion_model, family, compare: dict) -> None:
     memory = runtime.pack("trainer.training.memory")
     session = runtime.pack("trainer.training.session")
     targets = runtime.pack("trainer.models.targets")
     weights = sum(parameter.numel() for parameter in diffusion_model.parameters())
-    layers = targets.unet_targets(diffusion_model, include_convs=False, exclude=exclude)
+    layers = targets.unet_targets(diffusion_model, False, family.adapter_blocks, family.adapter_exclude)
     profile = memory.activation_profile(diffusion_model, session.checkpoint_blocks(diffusion_model))
     print(f"{name}: {weights / 1e9:.2f}B weights, {len(layers)} adapted layers")
     print(f"{'rank':>4} {'px':>5} {'batch':>5} {'ckpt':>5}  estimate{'':40} kohya")
@@ -46,9 +46,9 @@ def main() -> None:
     runtime.boot()
     families = runtime.pack("trainer.models.families")
     report("Flux.1 dev", flow_models.full_width_flux_on_meta(depth=19, depth_single_blocks=38).diffusion_model,
-           families.FLUX_DEV.adapter_exclude, KOHYA)
+           families.FLUX_DEV, KOHYA)
     report("Qwen-Image", qwen_image.full_size_qwen_image_on_meta().diffusion_model,
-           families.QWEN_IMAGE.adapter_exclude, {})
+           families.QWEN_IMAGE, {})
 
 
 if __name__ == "__main__":

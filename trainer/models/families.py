@@ -18,6 +18,7 @@ import comfy.supported_models
 from ..errors import SettingsError
 from ..training.flow_matching import FLUX_SHIFT
 from ..training.objectives import prediction_type
+from .targets import DIT_BLOCKS, DIT_EXCLUDE
 from ..toy_world.flow_model import FlowToyWorld
 from ..toy_world.model import ToyWorld
 
@@ -56,7 +57,8 @@ class Family:
     sample_steps: int = 20  # sampler steps of samples and sweeps (timestep-distilled models need few)
     t5_max_tokens: int | None = None  # kohya's t5xxl_max_token_length, where T5 carries the caption
     flow_shift: float = FLUX_SHIFT  # the shift sampler's discrete_flow_shift (musubi-tuner's documented value)
-    adapter_exclude: str | None = None  # regex of block layers the family's trainer leaves out (modulations)
+    adapter_blocks: str = DIT_BLOCKS  # DiT families: regex of the module paths whose linears get adapters
+    adapter_exclude: str | None = DIT_EXCLUDE  # regex of those the family's trainer leaves out (modulations)
 
 
 V_PREDICTION = comfy.model_base.ModelType.V_PREDICTION
@@ -96,15 +98,23 @@ FLOW_TOY_WORLD = Family("flow_toy_world", FlowToyWorld, "flux1", "flux-1-dev/lor
                         {"clip_l": "lora_te1"}, bucket_step=8, latent_scale=4, implementation=IMPLEMENTATION_FLUX,
                         sample_cfg=4.0, timestep_sampling="sigmoid", guidance_setting=True, sample_guidance=3.5,
                         t5_max_tokens=512)
-# Qwen-Image (and its Edit variants' base): musubi-tuner's defaults (docs/qwen_image.md): every linear of the
-# transformer blocks except the modulations (`img_mod`, `txt_mod`), the shift sampler at 2.2, and kohya-style names
-# from the module paths, which ComfyUI's modules keep. Latents are 8x the pixels in 2x2 patches (16 px buckets); the
-# Qwen2.5-VL text encoder is never trained.
-QWEN_IMAGE = Family("qwen_image", comfy.supported_models.QwenImage, "qwen_image", "qwen-image/lora", "flow", 1328,
-                    "comfy", {}, bucket_step=16, sample_cfg=4.0, timestep_sampling="shift", flow_shift=2.2,
-                    adapter_exclude=r"_mod\.")
+# Qwen-Image and Z-Image, as musubi-tuner trains them (docs/qwen_image.md, docs/zimage.md, networks/lora_*.py): the
+# shift sampler at its documented shift, and its metadata names (utils/sai_model_spec.py). Latents are 8x the pixels
+# in 2x2 patches (16 px buckets); their LLM text encoders are never trained.
+# Qwen-Image: every linear of the transformer blocks but the modulations (`img_mod`, `txt_mod`); musubi-tuner's names
+# are the module paths, which ComfyUI's modules keep.
+QWEN_IMAGE = Family("qwen_image", comfy.supported_models.QwenImage, "qwen_image", "Qwen-Image/lora", "flow", 1328,
+                    "comfy", {}, bucket_step=16, implementation="https://github.com/QwenLM/Qwen-Image", sample_cfg=4.0,
+                    timestep_sampling="shift", flow_shift=2.2, adapter_exclude=r"adaLN|_mod\.")
+# Z-Image: the linears of the main layers, not of the refiner layers nor the modulations. ComfyUI fuses q/k/v into
+# one `attention.qkv`, so the files carry ComfyUI's module paths (`lora_unet_layers_0_attention_qkv`). Samples follow
+# Z-Image Turbo, the distilled release most people run: cfg 1, 8 steps.
+Z_IMAGE = Family("z_image", comfy.supported_models.ZImage, "z_image", "Z-Image/lora", "flow", 1024, "comfy", {},
+                 bucket_step=16, implementation="https://github.com/Tongyi-MAI/Z-Image", sample_cfg=1.0, sample_steps=8,
+                 timestep_sampling="shift", flow_shift=2.0, adapter_blocks=r"^layers\.",
+                 adapter_exclude="adaLN_modulation")
 BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL,
-                                              CHROMA, FLOW_TOY_WORLD, QWEN_IMAGE)}
+                                              CHROMA, FLOW_TOY_WORLD, QWEN_IMAGE, Z_IMAGE)}
 GENERIC_PREFIX = "comfyui"  # generic families are named comfyui:<ComfyUI config class>:<prediction type>
 # Models whose conditioning needs what Load Dataset cannot give, by ComfyUI config class (the generic rule below
 # catches any model that concatenates an image or mask to its input).

@@ -13,6 +13,8 @@ import torch
 from comfy.ldm.modules.attention import SpatialTransformer
 from comfy.ldm.modules.diffusionmodules.openaimodel import Downsample, ResBlock, Upsample
 
+DIT_BLOCKS = r"blocks\."  # the transformer blocks of most DiTs (double_blocks, transformer_blocks, joint_blocks...)
+DIT_EXCLUDE = "adaLN"  # their modulation layers, which kohya leaves out
 TEXT_ENCODER_LAYER = re.compile(r"(?P<encoder>clip_[lgh])\.transformer\.text_model\.encoder\.layers\.(?P<index>\d+)\."
                                 r"(?P<part>self_attn\.(q|k|v|out)_proj|mlp\.fc[12])$")
 
@@ -34,17 +36,19 @@ def _is_conv3x3(module: torch.nn.Module) -> bool:
     return isinstance(module, torch.nn.Conv2d) and module.kernel_size == (3, 3)
 
 
-def unet_targets(diffusion_model: torch.nn.Module, include_convs: bool, exclude: str | None = None) -> list[Target]:
-    """Adapter targets in a UNet (SD1/SD2/SDXL) or, for DiT models, every Linear of the transformer blocks
-    but the adaLN modulations and the family's `exclude` pattern (a regex searched in the module path)."""
+def unet_targets(diffusion_model: torch.nn.Module, include_convs: bool, blocks: str = DIT_BLOCKS,
+                 exclude: str | None = DIT_EXCLUDE) -> list[Target]:
+    """Adapter targets in a UNet (SD1/SD2/SDXL) or, for DiT models, every Linear whose module path matches the
+    family's `blocks` pattern and not its `exclude` pattern (regexes searched in the path)."""
     containers = [(path, module) for path, module in diffusion_model.named_modules() if isinstance(module, SpatialTransformer)]
     if include_convs:
         containers += [(path, module) for path, module in diffusion_model.named_modules()
                        if isinstance(module, (ResBlock, Downsample, Upsample))]
     if not containers:  # MMDiT / DiT: blocks of Linear layers
-        excluded = re.compile("adaLN" + (f"|{exclude}" if exclude else ""))
+        included, excluded = re.compile(blocks), re.compile(exclude) if exclude else None
         return [Target(path, module, False) for path, module in diffusion_model.named_modules()
-                if isinstance(module, torch.nn.Linear) and "blocks." in path and not excluded.search(path)]
+                if isinstance(module, torch.nn.Linear) and included.search(path)
+                and not (excluded and excluded.search(path))]
     targets: dict[str, Target] = {}
     for container_path, container in containers:
         for child_path, child in container.named_modules():

@@ -290,7 +290,7 @@ def _create_adapters(plan: RunPlan, clip) -> tuple[AdapterSet | None, AdapterSet
     unet = None
     if s.unet_lr > 0:
         diffusion_model = plan.model.model.diffusion_model
-        targets = unet_targets(diffusion_model, include_convs=s.trains_convs, exclude=plan.family.adapter_exclude)
+        targets = unet_targets(diffusion_model, s.trains_convs, plan.family.adapter_blocks, plan.family.adapter_exclude)
         names = unet_names(plan.model.model.model_config.unet_config, plan.family, [t.path for t in targets])
         unet = create_adapters(targets, names, diffusion_model, s.network_type, s.rank, s.network_alpha,
                                s.conv_rank, s.network_conv_alpha)

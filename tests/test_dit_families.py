@@ -1,0 +1,158 @@
+"""The DiT families musubi-tuner trains (Qwen-Image, Z-Image) through the real nodes, each on a tiny random model
+built with ComfyUI's own classes and recognised by ComfyUI's model detection.
+
+Load Dataset -> Train LoRA -> Save LoRA trains the layers musubi-tuner trains, with its shift sampler at its
+documented shift; the file carries the names ComfyUI and musubi-tuner read and musubi-tuner's metadata values;
+LoraLoader loads every key on 0.3.75 and 0.33 and reproduces what was trained, Load LoRA reads it back, Strength
+Sweep and training samples render, and training the LLM text encoder is refused by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+import safetensors.torch
+import torch
+
+import test_lora_files_helpers as helpers
+from harness import qwen_image, runtime, training_data, z_image
+
+families = runtime.pack("trainer.models.families")
+flow_matching = runtime.pack("trainer.training.flow_matching")
+errors = runtime.pack("trainer.errors")
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a family's run must show: its fixture, ComfyUI config class, names, shift, metadata, model inputs."""
+
+    fixture: Callable[[], Any]
+    config_class: str
+    name_prefix: str
+    parts: set[str]  # layer kinds (the name after its block index) that must be trained
+    left_out: str  # a name fragment of layers musubi-tuner leaves out
+    shift: float
+    architecture: str
+    model_inputs: Callable[[torch.Generator], dict[str, Any]]  # a call of the diffusion model, as sampling makes it
+
+
+FAMILIES = {
+    "qwen_image": Expected(qwen_image.tiny_qwen_image, "QwenImage", "lora_unet_transformer_blocks_",
+                           {"attn_to_q", "attn_add_q_proj", "attn_to_add_out", "img_mlp_net_0_proj", "txt_mlp_net_2"},
+                           "_mod_", 2.2, "Qwen-Image/lora", lambda generator: {
+                               "x": torch.randn(1, 16, 1, 8, 8, generator=generator), "timestep": torch.tensor([0.7]),
+                               "context": torch.randn(1, 6, qwen_image.TINY_QWEN25["hidden_size"], generator=generator)}),
+    "z_image": Expected(z_image.tiny_z_image, "ZImage", "lora_unet_layers_",
+                        {"attention_qkv", "attention_out", "feed_forward_w1", "feed_forward_w2", "feed_forward_w3"},
+                        "adaLN_modulation", 2.0, "Z-Image/lora", lambda generator: {
+                            "x": torch.randn(1, 16, 8, 8, generator=generator), "timesteps": torch.tensor([0.7]),
+                            "context": torch.randn(1, 6, z_image.TINY_QWEN3["hidden_size"], generator=generator),
+                            "num_tokens": 6}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request):
+    expected = FAMILIES[request.param]
+    return request.param, expected, expected.fixture()
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return training_data.captioned_shapes(tmp_path / "data", count=2)
+
+
+def flow_inputs(bundle, dataset, **overrides):
+    return training_data.node_inputs(bundle, dataset, **{"epochs": 1, "unet_lr": 1e-2, "min_snr_gamma": 0.0,
+                                                         **overrides})
+
+
+def saved_file(lora, prefix: str) -> dict:
+    return runtime.run_node("LoraLabSaveLoRA", lora=lora, filename_prefix=prefix, epochs="final", dtype="fp32",
+                            overwrite=False).ui["loras"][0]
+
+
+def test_comfyui_detects_the_fixture_as_the_family(family):
+    name, expected, bundle = family
+    assert type(bundle.model.model.model_config).__name__ == expected.config_class
+    assert families.detect_family(bundle.model).name == name
+
+
+def test_the_family_trains_saves_with_musubi_names_and_loads_completely(family, dataset, comfy_dirs):
+    name, expected, bundle = family
+    sampled = []
+    original = flow_matching.sample_sigmas
+
+    def recording(sampler, *args, **kwargs):
+        sampled.append((sampler, kwargs.get("shift")))
+        return original(sampler, *args, **kwargs)
+
+    flow_matching.sample_sigmas = recording
+    try:
+        lora = runtime.run_node("LoraLabTrainLoRA", **flow_inputs(bundle, dataset, epochs=2))[2]
+    finally:
+        flow_matching.sample_sigmas = original
+    assert lora.family == name
+    assert sampled and set(sampled) == {("shift", expected.shift)}  # musubi-tuner's documented default
+    names = helpers.module_names(lora.weights())
+    assert names and all(layer.startswith(expected.name_prefix) for layer in names)
+    assert not [layer for layer in names if expected.left_out in layer]
+    kinds = {layer[len(expected.name_prefix):].split("_", 1)[1] for layer in names}
+    assert expected.parts <= kinds
+    assert all(torch.isfinite(torch.tensor(epoch.train_loss)) for epoch in lora.epochs.values())
+
+    saved = saved_file(lora, f"{name}/character")
+    with safetensors.safe_open(saved["path"], "pt") as handle:
+        metadata, keys = handle.metadata(), set(handle.keys())
+    assert keys == set(lora.weights())
+    assert metadata["ss_base_model_version"] == name  # musubi-tuner's (its architecture_full_name)
+    assert metadata["modelspec.architecture"] == expected.architecture  # musubi-tuner's (utils/sai_model_spec.py)
+    with helpers.comfy_warnings() as warnings:
+        runtime.run_node("LoraLoaderModelOnly", model=bundle.model, lora_name=saved["lora_name"], strength_model=1.0)
+    assert not [message for message in warnings if "lora key not loaded" in message], warnings
+
+    reloaded = runtime.run_node("LoraLabLoadLoRA", lora_name=saved["lora_name"], model=bundle.model)[0]
+    assert reloaded.family == name
+    assert set(reloaded.weights()) == keys
+
+
+def test_lora_loader_on_the_saved_file_reproduces_the_trained_adapter(family, dataset, comfy_dirs):
+    from test_trained_adapter_matches_lora_loader import assert_lora_loader_reproduces
+
+    name, expected, bundle = family
+    inputs = expected.model_inputs(torch.Generator().manual_seed(1))
+    lora = runtime.run_node("LoraLabTrainLoRA", **flow_inputs(bundle, dataset, keep_training_state=True))[2]
+    assert_lora_loader_reproduces(bundle, lora, saved_file(lora, f"{name}/adapter")["lora_name"], inputs)
+
+
+def test_strength_sweep_and_training_samples_render(family, dataset, comfy_dirs):
+    """Training samples render, and the sweep renders each strength: at the same seed, strength 1's first model
+    call sees the same input as strength 0's and answers differently. (A random VAE decodes nearly flat grey, so
+    the pictures themselves cannot show it.)"""
+    name, _, bundle = family
+    family_entry = families.BY_NAME[name]
+    lora = runtime.run_node("LoraLabTrainLoRA", **flow_inputs(bundle, dataset, epochs=3, sample_prompts="a red circle",
+                                                              sample_every_n_epochs=1))[2]
+    assert lora.samples.get(1)
+    calls = []
+    handle = bundle.model.model.diffusion_model.register_forward_hook(
+        lambda module, args, output: calls.append((args[0].detach().clone(), output.detach().clone())))
+    try:
+        result = runtime.run_node("LoraLabStrengthSweep", model=bundle.model, clip=bundle.clip, vae=bundle.vae,
+                                  lora=lora, prompts="sks, a red circle", negative="", strengths="0, 1", seeds="1",
+                                  epochs="final", clip_strength_ratio=1.0, width=32, height=32, steps=2,
+                                  cfg=family_entry.sample_cfg, sampler_name="euler", scheduler="simple")
+    finally:
+        handle.remove()
+    assert result[1].shape[0] == 2 and bool(torch.isfinite(result[1]).all())
+    per_strength = len(calls) // 2
+    (input_0, output_0), (input_1, output_1) = calls[0], calls[per_strength]
+    assert torch.equal(input_0, input_1)
+    assert float((output_0 - output_1).abs().max()) > 1e-5  # strength 0 computes exactly the base model
+
+
+def test_training_the_llm_text_encoder_is_refused_by_name(family, dataset, comfy_dirs):
+    _, _, bundle = family
+    with pytest.raises(errors.SettingsError, match="text_encoder_lr trains CLIP text encoders, and this model has none"):
+        runtime.run_node("LoraLabTrainLoRA", **flow_inputs(bundle, dataset, text_encoder_lr=1e-4))
