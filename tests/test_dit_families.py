@@ -1,13 +1,14 @@
-"""The DiT families musubi-tuner trains (Qwen-Image, Z-Image) through the real nodes, each on a tiny random model
-built with ComfyUI's own classes and recognised by ComfyUI's model detection.
+"""The DiT families of musubi-tuner (Qwen-Image, Z-Image) and kohya's sd-scripts (Lumina 2) through the real nodes,
+each on a tiny random model built with ComfyUI's own classes and recognised by ComfyUI's model detection.
 
-Load Dataset -> Train LoRA -> Save LoRA trains the layers musubi-tuner trains, with its shift sampler at its
-documented shift; the file carries the names ComfyUI and musubi-tuner read and musubi-tuner's metadata values;
+Load Dataset -> Train LoRA -> Save LoRA trains the layers that trainer trains, with its documented timestep sampler
+and shift; the file carries the names ComfyUI and that trainer read and that trainer's metadata values;
 LoraLoader loads every key on 0.3.75 and 0.33 and reproduces what was trained, Load LoRA reads it back, Strength
 Sweep and training samples render, and training the LLM text encoder is refused by name.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -16,7 +17,7 @@ import safetensors.torch
 import torch
 
 import test_lora_files_helpers as helpers
-from harness import qwen_image, runtime, training_data, z_image
+from harness import nextdit, qwen_image, runtime, training_data
 
 families = runtime.pack("trainer.models.families")
 flow_matching = runtime.pack("trainer.training.flow_matching")
@@ -25,30 +26,38 @@ errors = runtime.pack("trainer.errors")
 
 @dataclass(frozen=True)
 class Expected:
-    """What a family's run must show: its fixture, ComfyUI config class, names, shift, metadata, model inputs."""
+    """What a family's run must show: its fixture, ComfyUI config class, names, sampler, metadata, model inputs."""
 
     fixture: Callable[[], Any]
     config_class: str
-    name_prefix: str
-    parts: set[str]  # layer kinds (the name after its block index) that must be trained
-    left_out: str  # a name fragment of layers musubi-tuner leaves out
-    shift: float
+    names: str  # a regex every trained layer's name matches from its start
+    parts: set[str]  # name fragments of layer kinds that must be trained (block 0)
+    left_out: str  # a name fragment of layers the family's trainer leaves out
+    sampler: tuple[str, float]  # timestep sampler and shift
     architecture: str
     model_inputs: Callable[[torch.Generator], dict[str, Any]]  # a call of the diffusion model, as sampling makes it
 
 
+def nextdit_inputs(context_width: int) -> Callable[[torch.Generator], dict[str, Any]]:
+    return lambda generator: {"x": torch.randn(1, 16, 8, 8, generator=generator), "timesteps": torch.tensor([0.7]),
+                              "context": torch.randn(1, 6, context_width, generator=generator), "num_tokens": 6}
+
+
 FAMILIES = {
-    "qwen_image": Expected(qwen_image.tiny_qwen_image, "QwenImage", "lora_unet_transformer_blocks_",
-                           {"attn_to_q", "attn_add_q_proj", "attn_to_add_out", "img_mlp_net_0_proj", "txt_mlp_net_2"},
-                           "_mod_", 2.2, "Qwen-Image/lora", lambda generator: {
+    "qwen_image": Expected(qwen_image.tiny_qwen_image, "QwenImage", r"lora_unet_transformer_blocks_\d+_",
+                           {"0_attn_to_q", "0_attn_add_q_proj", "0_attn_to_add_out", "0_img_mlp_net_0_proj",
+                            "0_txt_mlp_net_2"}, "_mod_", ("shift", 2.2), "Qwen-Image/lora", lambda generator: {
                                "x": torch.randn(1, 16, 1, 8, 8, generator=generator), "timestep": torch.tensor([0.7]),
                                "context": torch.randn(1, 6, qwen_image.TINY_QWEN25["hidden_size"], generator=generator)}),
-    "z_image": Expected(z_image.tiny_z_image, "ZImage", "lora_unet_layers_",
-                        {"attention_qkv", "attention_out", "feed_forward_w1", "feed_forward_w2", "feed_forward_w3"},
-                        "adaLN_modulation", 2.0, "Z-Image/lora", lambda generator: {
-                            "x": torch.randn(1, 16, 8, 8, generator=generator), "timesteps": torch.tensor([0.7]),
-                            "context": torch.randn(1, 6, z_image.TINY_QWEN3["hidden_size"], generator=generator),
-                            "num_tokens": 6}),
+    "z_image": Expected(nextdit.tiny_z_image, "ZImage", r"lora_unet_layers_\d+_",
+                        {"0_attention_qkv", "0_attention_out", "0_feed_forward_w1", "0_feed_forward_w2",
+                         "0_feed_forward_w3"}, "adaLN_modulation", ("shift", 2.0), "Z-Image/lora",
+                        nextdit_inputs(nextdit.TINY_QWEN3["hidden_size"])),
+    "lumina2": Expected(nextdit.tiny_lumina2, "Lumina2",
+                        r"lora_unet_((layers|noise_refiner|context_refiner)_\d+_|final_layer_)",
+                        {"layers_0_attention_qkv", "layers_0_adaLN_modulation_1", "noise_refiner_0_feed_forward_w2",
+                         "context_refiner_0_attention_out", "final_layer_linear"}, "embedder", ("nextdit_shift", 6.0),
+                        "lumina-2/lora", nextdit_inputs(nextdit.TINY_GEMMA2["hidden_size"])),
 }
 
 
@@ -94,20 +103,19 @@ def test_the_family_trains_saves_with_musubi_names_and_loads_completely(family, 
     finally:
         flow_matching.sample_sigmas = original
     assert lora.family == name
-    assert sampled and set(sampled) == {("shift", expected.shift)}  # musubi-tuner's documented default
+    assert sampled and set(sampled) == {expected.sampler}  # the family's trainer's documented default
     names = helpers.module_names(lora.weights())
-    assert names and all(layer.startswith(expected.name_prefix) for layer in names)
+    assert names and all(re.match(expected.names, layer) for layer in names)
     assert not [layer for layer in names if expected.left_out in layer]
-    kinds = {layer[len(expected.name_prefix):].split("_", 1)[1] for layer in names}
-    assert expected.parts <= kinds
+    assert all(any(layer.endswith(part) for layer in names) for part in expected.parts), sorted(names)
     assert all(torch.isfinite(torch.tensor(epoch.train_loss)) for epoch in lora.epochs.values())
 
     saved = saved_file(lora, f"{name}/character")
     with safetensors.safe_open(saved["path"], "pt") as handle:
         metadata, keys = handle.metadata(), set(handle.keys())
     assert keys == set(lora.weights())
-    assert metadata["ss_base_model_version"] == name  # musubi-tuner's (its architecture_full_name)
-    assert metadata["modelspec.architecture"] == expected.architecture  # musubi-tuner's (utils/sai_model_spec.py)
+    assert metadata["ss_base_model_version"] == name  # musubi-tuner's architecture_full_name, kohya's model version
+    assert metadata["modelspec.architecture"] == expected.architecture  # their sai_model_spec.py
     with helpers.comfy_warnings() as warnings:
         runtime.run_node("LoraLoaderModelOnly", model=bundle.model, lora_name=saved["lora_name"], strength_model=1.0)
     assert not [message for message in warnings if "lora key not loaded" in message], warnings

@@ -55,6 +55,11 @@ def flux_shift_law(mu: float, scale: float):
     return lambda x: normal_cdf(logit(1 / (1 + math.exp(mu) * (1 / x - 1))) / scale)
 
 
+def nextdit_shift_law(mu: float):
+    """kohya's Lumina 2 `nextdit_shift`: sigma = exp(mu) / (exp(mu) + 1/u - 1) of a uniform u; inverted for the CDF."""
+    return lambda x: 1 / (1 + math.exp(mu) * (1 / x - 1))
+
+
 CLAIMS = [
     ("uniform", {}, lambda x: x),
     ("sigmoid", {"sigmoid_scale": 1.0}, sigmoid_law(1.0)),
@@ -63,6 +68,8 @@ CLAIMS = [
     ("shift", {"shift": 1.5, "sigmoid_scale": 0.8}, shift_law(1.5, 0.8)),
     ("flux_shift", {"mu": 1.15, "sigmoid_scale": 1.0}, flux_shift_law(1.15, 1.0)),
     ("flux_shift", {"mu": 0.5, "sigmoid_scale": 1.3}, flux_shift_law(0.5, 1.3)),
+    ("nextdit_shift", {"mu": 1.15}, nextdit_shift_law(1.15)),
+    ("nextdit_shift", {"mu": 0.5}, nextdit_shift_law(0.5)),
 ]
 
 
@@ -77,6 +84,7 @@ def test_each_timestep_sampler_draws_the_law_it_claims(sampler, options, cdf):
     ("shift", {"shift": 3.1582}, sigmoid_law(1.0)),  # a shift that did nothing would pass as plain sigmoid
     ("sigmoid", {"sigmoid_scale": 1.0}, lambda x: x),
     ("flux_shift", {"mu": 1.15}, flux_shift_law(0.5, 1.0)),  # the resolution must move the law
+    ("nextdit_shift", {"mu": 1.15}, flux_shift_law(1.15, 1.0)),  # a uniform draw is not flux_shift's sigmoid one
 ])
 def test_the_statistical_check_rejects_a_wrong_law(sampler, options, wrong_cdf):
     assert ks_distance(draws(sampler, **options), wrong_cdf) > 5 * KS_LIMIT
@@ -101,6 +109,16 @@ def test_flux_shift_transforms_the_sigmoid_draw_as_comfyui_shifts_flux_time():
     z = torch.randn(64, generator=torch.Generator().manual_seed(3))
     reference = comfy.model_sampling.flux_time_shift(mu, 1.0, torch.sigmoid(z))
     torch.testing.assert_close(ours, reference.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_nextdit_shift_transforms_a_uniform_draw_as_comfyui_shifts_flux_time():
+    """Same uniform draws: our nextdit_shift sigma is ComfyUI's flux_time_shift of kohya's uniform draw."""
+    import comfy.model_sampling
+
+    mu = flow().flux_mu(128, 128)
+    ours = flow().sample_sigmas("nextdit_shift", 64, torch.Generator().manual_seed(3), mu=mu)
+    u = torch.rand(64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(ours, comfy.model_sampling.flux_time_shift(mu, 1.0, u).float(), atol=1e-5, rtol=1e-5)
 
 
 def test_an_unknown_sampler_or_weighting_is_named_in_the_error():

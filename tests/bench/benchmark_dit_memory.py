@@ -1,6 +1,6 @@
 """What Train LoRA's memory estimate says for the big transformers at their released sizes: Flux.1 dev (19
-double, 38 single blocks) beside kohya's published figures, and Qwen-Image (60 blocks, 20B), the figures in
-the README's family sections.
+double, 38 single blocks) beside kohya's published figures, Qwen-Image (60 blocks, 20B), Z-Image (6B) and
+Lumina 2 (2.6B), the figures in the README's family sections.
 
 Each model is built on the meta device (shapes only), stored in fp8 (Load Diffusion Model's fp8_e4m3fn: one
 byte a weight) and computed in bf16, text-encoder outputs cached; the estimate's calibration was fitted on SD UNets.
@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from harness import flow_models, qwen_image, runtime  # noqa: E402
+from harness import flow_models, nextdit, qwen_image, runtime  # noqa: E402
 
 KOHYA = {  # docs/flux_train_network.md, fp8_base at 1024 px
     (1024, 2): "24 GB", (1024, 1): "16 GB with block swap",
@@ -49,6 +49,8 @@ def main() -> None:
            families.FLUX_DEV, KOHYA)
     report("Qwen-Image", qwen_image.full_size_qwen_image_on_meta().diffusion_model,
            families.QWEN_IMAGE, {})
+    report("Z-Image", nextdit.released_on_meta("z_image").diffusion_model, families.Z_IMAGE, {})
+    report("Lumina 2", nextdit.released_on_meta("lumina2").diffusion_model, families.LUMINA2, {})
 
 
 if __name__ == "__main__":

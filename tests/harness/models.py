@@ -138,10 +138,12 @@ def assemble_model(model_config: Any, unet_sd: dict[str, torch.Tensor], model_ty
     return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
 
 
-def assemble_clip(clip_target: Any, clip_sd: dict[str, torch.Tensor]) -> Any:
+def assemble_clip(clip_target: Any, clip_sd: dict[str, torch.Tensor],
+                  tokenizer_data: dict[str, torch.Tensor] | None = None) -> Any:
+    """CLIP as ComfyUI's loaders build it; `tokenizer_data` holds a tokenizer model stored in the weights file."""
     import comfy.sd
 
-    clip = comfy.sd.CLIP(target=clip_target, embedding_directory=None)
+    clip = comfy.sd.CLIP(target=clip_target, embedding_directory=None, tokenizer_data=tokenizer_data or {})
     missing, _ = clip.load_sd(clip_sd, full_model=True)
     if missing:
         raise RuntimeError(f"fixture CLIP is missing weights: {missing[:5]}")

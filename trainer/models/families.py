@@ -113,8 +113,17 @@ Z_IMAGE = Family("z_image", comfy.supported_models.ZImage, "z_image", "Z-Image/l
                  bucket_step=16, implementation="https://github.com/Tongyi-MAI/Z-Image", sample_cfg=1.0, sample_steps=8,
                  timestep_sampling="shift", flow_shift=2.0, adapter_blocks=r"^layers\.",
                  adapter_exclude="adaLN_modulation")
+# Lumina 2, as kohya's sd-scripts trains it (docs/lumina_train_network.md, networks/lora_lumina.py): every linear of
+# the main and refiner layers and the final layer, modulations included; its recommended `nextdit_shift` sampler
+# (`shift` at 6.0 on request); ComfyUI's module paths are kohya's Lumina names (`lora_unet_layers_0_attention_qkv`).
+# Gemma 2 stays frozen.
+LUMINA2 = Family("lumina2", comfy.supported_models.Lumina2, "lumina2", "lumina-2/lora", "flow", 1024, "comfy", {},
+                 bucket_step=16, implementation="https://github.com/Alpha-VLLM/Lumina-Image-2.0", sample_cfg=4.0,
+                 timestep_sampling="nextdit_shift", flow_shift=6.0,
+                 adapter_blocks=r"^(layers|noise_refiner|context_refiner|final_layer)\.", adapter_exclude=None)
 BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL,
-                                              CHROMA, FLOW_TOY_WORLD, QWEN_IMAGE, Z_IMAGE)}
+                                              CHROMA, FLOW_TOY_WORLD, QWEN_IMAGE, Z_IMAGE,
+                                              LUMINA2)}
 GENERIC_PREFIX = "comfyui"  # generic families are named comfyui:<ComfyUI config class>:<prediction type>
 # Models whose conditioning needs what Load Dataset cannot give, by ComfyUI config class (the generic rule below
 # catches any model that concatenates an image or mask to its input).

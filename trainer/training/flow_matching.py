@@ -2,13 +2,14 @@
 
 Rectified flow (SD3, Flux, Chroma) mixes data and noise on a straight line, x_t = (1 - sigma) x0 + sigma n with
 sigma in (0, 1), and the model predicts the velocity n - x0. The samplers are kohya sd-scripts' (`uniform`,
-`sigmoid`, `shift`, `flux_shift`); the loss weightings are the SD3 paper's densities (`logit_normal`, `mode`,
+`sigmoid`, `shift`, `flux_shift`, and Lumina 2's `nextdit_shift`); the loss weightings are the SD3 paper's densities (`logit_normal`, `mode`,
 `cosmap`), as diffusers' training_utils names them.
 
 Every sampler but `uniform` is a logit-normal law: sigmoid(scale * z + m) with z ~ N(0, 1), where
 m = 0 for `sigmoid`, log(shift) for `shift` (kohya's (s * v) / (1 + (v - 1) * s) of a sigmoid draw s), and the
 resolution-dependent mu for `flux_shift` (Flux's exp(mu) / (exp(mu) + 1 / s - 1)). kohya writes them as those
-transforms; drawing the law directly is the same distribution in one step.
+transforms; drawing the law directly is the same distribution in one step. `nextdit_shift` applies Flux's shift
+to a uniform draw instead: sigmoid(logit(u) + mu).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import math
 
 import torch
 
-TIMESTEP_SAMPLERS = ("uniform", "sigmoid", "shift", "flux_shift")
+TIMESTEP_SAMPLERS = ("uniform", "sigmoid", "shift", "flux_shift", "nextdit_shift")
 LOSS_WEIGHTINGS = ("none", "logit_normal", "mode", "cosmap")
 FLUX_BASE_SHIFT, FLUX_MAX_SHIFT = 0.5, 1.15  # mu at 256 and at 4096 image tokens (Flux's schedule, ComfyUI's ModelSamplingFlux)
 FLUX_BASE_TOKENS, FLUX_MAX_TOKENS = 256, 4096
@@ -60,6 +61,8 @@ def sample_sigmas(sampler: str, batch_size: int, generator: torch.Generator, *, 
     device = generator.device
     if sampler == "uniform":
         sigmas = torch.rand(batch_size, generator=generator, device=device)
+    elif sampler == "nextdit_shift":
+        sigmas = torch.sigmoid(torch.logit(torch.rand(batch_size, generator=generator, device=device), SIGMA_EPSILON) + mu)
     elif sampler in TIMESTEP_SAMPLERS:
         z = torch.randn(batch_size, generator=generator, device=device)
         sigmas = torch.sigmoid(sigmoid_scale * z + logit_normal_mean(sampler, shift, mu))
