@@ -36,6 +36,7 @@ class Expected:
     sampler: tuple[str, float]  # timestep sampler and shift
     architecture: str
     model_inputs: Callable[[torch.Generator], dict[str, Any]]  # a call of the diffusion model, as sampling makes it
+    peft_prefix: str  # how ai-toolkit's peft-layout files name the family's layers
 
 
 def nextdit_inputs(context_width: int) -> Callable[[torch.Generator], dict[str, Any]]:
@@ -48,16 +49,17 @@ FAMILIES = {
                            {"0_attn_to_q", "0_attn_add_q_proj", "0_attn_to_add_out", "0_img_mlp_net_0_proj",
                             "0_txt_mlp_net_2"}, "_mod_", ("shift", 2.2), "Qwen-Image/lora", lambda generator: {
                                "x": torch.randn(1, 16, 1, 8, 8, generator=generator), "timestep": torch.tensor([0.7]),
-                               "context": torch.randn(1, 6, qwen_image.TINY_QWEN25["hidden_size"], generator=generator)}),
+                               "context": torch.randn(1, 6, qwen_image.TINY_QWEN25["hidden_size"], generator=generator)},
+                           "transformer."),
     "z_image": Expected(nextdit.tiny_z_image, "ZImage", r"lora_unet_layers_\d+_",
                         {"0_attention_qkv", "0_attention_out", "0_feed_forward_w1", "0_feed_forward_w2",
                          "0_feed_forward_w3"}, "adaLN_modulation", ("shift", 2.0), "Z-Image/lora",
-                        nextdit_inputs(nextdit.TINY_QWEN3["hidden_size"])),
+                        nextdit_inputs(nextdit.TINY_QWEN3["hidden_size"]), "diffusion_model."),
     "lumina2": Expected(nextdit.tiny_lumina2, "Lumina2",
                         r"lora_unet_((layers|noise_refiner|context_refiner)_\d+_|final_layer_)",
                         {"layers_0_attention_qkv", "layers_0_adaLN_modulation_1", "noise_refiner_0_feed_forward_w2",
                          "context_refiner_0_attention_out", "final_layer_linear"}, "embedder", ("nextdit_shift", 6.0),
-                        "lumina-2/lora", nextdit_inputs(nextdit.TINY_GEMMA2["hidden_size"])),
+                        "lumina-2/lora", nextdit_inputs(nextdit.TINY_GEMMA2["hidden_size"]), "diffusion_model."),
 }
 
 
@@ -164,3 +166,50 @@ def test_training_the_llm_text_encoder_is_refused_by_name(family, dataset, comfy
     _, _, bundle = family
     with pytest.raises(errors.SettingsError, match="text_encoder_lr trains CLIP text encoders, and this model has none"):
         runtime.run_node("LoraLabTrainLoRA", **flow_inputs(bundle, dataset, text_encoder_lr=1e-4))
+
+
+def peft_named(kohya: dict[str, torch.Tensor], model, prefix: str) -> dict[str, torch.Tensor]:
+    """A kohya LoRA rewritten as ai-toolkit writes the family (peft's lora_A/lora_B, no alpha, `prefix` names from
+    ComfyUI's own key map), split into q/k/v where the map splits a fused weight (Z-Image's and Lumina 2's qkv)."""
+    import comfy.lora
+
+    aliases: dict[str, list[tuple[str, Any]]] = {}
+    for name, target in comfy.lora.model_lora_keys_unet(model.model, {}).items():
+        if name.startswith(prefix):
+            weight_key, rows = (target, None) if isinstance(target, str) else target
+            aliases.setdefault(weight_key, []).append((name, rows))
+    out = {}
+    for weight_key, names in aliases.items():
+        module = "lora_unet_" + weight_key[len("diffusion_model."):-len(".weight")].replace(".", "_")
+        if f"{module}.lora_down.weight" not in kohya:
+            continue
+        down, up = kohya[f"{module}.lora_down.weight"], kohya[f"{module}.lora_up.weight"]
+        up = up * (float(kohya[f"{module}.alpha"]) / down.shape[0])
+        sliced = [(name, rows) for name, rows in names if rows is not None]
+        for name, rows in sliced or [max(names)]:  # (a diffusers name sorts after ComfyUI's own path)
+            out[f"{name}.lora_A.weight"] = down.clone()
+            out[f"{name}.lora_B.weight"] = up if rows is None else up[rows[1]: rows[1] + rows[2]]
+    return out
+
+
+def test_load_lora_reads_the_familys_peft_layout_files_as_the_same_change(family, dataset, comfy_dirs):
+    """ai-toolkit's files (peft layout; Z-Image's and Lumina 2's q/k/v split) load as exactly the change the kohya
+    file makes, and save again as a file LoraLoader loads completely."""
+    name, expected, bundle = family
+    kohya = runtime.run_node("LoraLabTrainLoRA", **flow_inputs(bundle, dataset))[2].weights()
+    peft = peft_named(kohya, bundle.model, expected.peft_prefix)
+    assert any(key.endswith(".lora_A.weight") for key in peft) and len(peft) >= len(helpers.module_names(kohya)) * 2
+    safetensors.torch.save_file({key: value.contiguous() for key, value in peft.items()},
+                                str(comfy_dirs["loras"] / f"ai_toolkit_{name}.safetensors"))
+    imported = runtime.run_node("LoraLabLoadLoRA", lora_name=f"ai_toolkit_{name}.safetensors", model=bundle.model)[0]
+    assert helpers.module_names(imported.weights()) == helpers.module_names(kohya)
+    shapes = {key: value.shape for key, value in bundle.model.model.diffusion_model.state_dict().items()}
+    for module in helpers.module_names(kohya):
+        shape = next(shape for key, shape in shapes.items()
+                     if "lora_unet_" + key[: -len(".weight")].replace(".", "_") == module)
+        torch.testing.assert_close(helpers.reference_delta(imported.weights(), module, shape),
+                                   helpers.reference_delta(kohya, module, shape), rtol=1e-5, atol=1e-7)
+    saved = saved_file(imported, f"{name}/from_ai_toolkit")
+    with helpers.comfy_warnings() as warnings:
+        runtime.run_node("LoraLoaderModelOnly", model=bundle.model, lora_name=saved["lora_name"], strength_model=1.0)
+    assert not [message for message in warnings if "lora key not loaded" in message], warnings

@@ -178,7 +178,7 @@ def test_an_unreadable_file_is_named_in_the_error(comfy_dirs):
 
 
 @pytest.mark.parametrize("key, message", [
-    ("unet.down_blocks.0.attentions.0.proj_in.lora_A.weight", "not a kohya/LyCORIS or ComfyUI-trainer LoRA"),
+    ("unet.down_blocks.0.attentions.0.proj_in.lora_A.weight", "holds peft-layout layers .* connect the MODEL"),
     ("lora_unet_down_blocks_0_attentions_0_proj_in.dora_scale", "DoRA"),
     ("lora_unet_down_blocks_0_attentions_0_proj_in.lora_mid.weight", "Tucker"),
 ])

@@ -1,9 +1,12 @@
-"""LoRA files in diffusers' naming (ai-toolkit, SimpleTuner, diffusers' trainers), as LoRAs on ComfyUI's layers.
+"""LoRA files in peft's layout (`lora_A`/`lora_B`: diffusers, ai-toolkit, SimpleTuner, musubi-tuner's converted
+files), as LoRAs on ComfyUI's layers.
 
-diffusers names a Flux transformer's layers its own way (`transformer.transformer_blocks.0.attn.to_q`, peft's
-`lora_A`/`lora_B`), and splits layers that Black Forest Labs' checkpoints and ComfyUI fuse: a double block's
-`img_attn.qkv` is diffusers' to_q/to_k/to_v, a single block's `linear1` is to_q/to_k/to_v/proj_mlp. ComfyUI's
-LoRA key map says where each diffusers layer lands, as a whole weight or as a row slice of a fused one.
+These files name layers as their trainer's model does: diffusers' Flux transformer
+(`transformer.transformer_blocks.0.attn.to_q`), Qwen-Image and HiDream (`transformer.<ComfyUI's path>`), Z-Image and
+Lumina 2 (`diffusion_model.layers.0.attention.to_q`). Some split layers that ComfyUI fuses: a Flux double block's
+`img_attn.qkv` is diffusers' to_q/to_k/to_v, a single block's `linear1` is to_q/to_k/to_v/proj_mlp, Z-Image's
+`attention.qkv` is to_q/to_k/to_v. ComfyUI's LoRA key map says where each named layer lands, as a whole weight or as
+a row slice of a fused one.
 
 The LoRAs on the slices of one weight become one LoRA on the whole, exactly: the downs stacked, each up placed
 in its rows and its own columns (scaled by its alpha/rank), so the result's rank is the sum of the parts' ranks
@@ -17,18 +20,17 @@ import torch
 
 from ..errors import LoraFileError
 
-PREFIX = "transformer."
 PEFT_PARTS = {"lora_A.weight": "lora_down.weight", "lora_B.weight": "lora_up.weight", "alpha": "alpha"}
-COMFY_PREFIX = "diffusion_model."
+PEFT_WEIGHTS = (".lora_A.weight", ".lora_B.weight")
 
 
 def is_diffusers_lora(keys: Any) -> bool:
-    return any(key.startswith(PREFIX) for key in keys)
+    return any(key.endswith(PEFT_WEIGHTS) for key in keys)
 
 
 def to_comfy_modules(tensors: dict[str, torch.Tensor], key_map: dict[str, Any], weight_shapes: dict[str, torch.Size],
                      file_name: str) -> dict[str, torch.Tensor]:
-    """The file's tensors with its diffusers-named LoRA layers moved onto ComfyUI module paths
+    """The file's tensors with its peft-layout LoRA layers moved onto ComfyUI module paths
     (`diffusion_model.<path>.lora_down.weight` ...); other keys pass through unchanged.
 
     `key_map` is `comfy.lora.model_lora_keys_unet` of the connected model, `weight_shapes` its weights' shapes
@@ -36,7 +38,8 @@ def to_comfy_modules(tensors: dict[str, torch.Tensor], key_map: dict[str, Any], 
     """
     slices: dict[str, list[tuple[int, int, dict[str, torch.Tensor]]]] = {}
     out: dict[str, torch.Tensor] = {}
-    for module, parts in _diffusers_modules(tensors, file_name).items():
+    modules = _peft_modules(tensors, file_name)
+    for module, parts in modules.items():
         target = key_map.get(module)
         if target is None:
             raise LoraFileError(f"{file_name} has layer {module!r}, which the connected model does not have; connect "
@@ -52,7 +55,8 @@ def to_comfy_modules(tensors: dict[str, torch.Tensor], key_map: dict[str, Any], 
     for weight_key, pieces in slices.items():
         out.update({f"{weight_key[: -len('.weight')]}.{part}": tensor
                     for part, tensor in fuse_row_slices(pieces, weight_shapes[weight_key][0]).items()})
-    out.update({key: value for key, value in tensors.items() if not key.startswith(PREFIX)})
+    moved = {f"{module}.{part}" for module, parts in modules.items() for part in parts}
+    out.update({key: value for key, value in tensors.items() if key not in moved})
     return out
 
 
@@ -74,16 +78,14 @@ def fuse_row_slices(pieces: list[tuple[int, int, dict[str, torch.Tensor]]], rows
     return {"lora_down.weight": down, "lora_up.weight": up, "alpha": torch.tensor(float(down.shape[0]))}
 
 
-def _diffusers_modules(tensors: dict[str, torch.Tensor], file_name: str) -> dict[str, dict[str, torch.Tensor]]:
+def _peft_modules(tensors: dict[str, torch.Tensor], file_name: str) -> dict[str, dict[str, torch.Tensor]]:
+    """The file's layers that hold peft tensors, with their alphas."""
     modules: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
-        if not key.startswith(PREFIX):
-            continue
         part = next((part for part in PEFT_PARTS if key.endswith("." + part)), None)
-        if part is None:
-            raise LoraFileError(f"{file_name}: {key!r} is not a LoRA tensor (lora_A, lora_B or alpha); LoRA Lab reads "
-                                "diffusers-named files that hold plain LoRA layers only.")
-        modules.setdefault(key[: -len(part) - 1], {})[part] = tensor
+        if part is not None:
+            modules.setdefault(key[: -len(part) - 1], {})[part] = tensor
+    modules = {module: parts for module, parts in modules.items() if set(parts) != {"alpha"}}  # kohya layers' alphas
     for module, parts in modules.items():
         if not {"lora_A.weight", "lora_B.weight"} <= set(parts):
             raise LoraFileError(f"{file_name}: layer {module} lacks lora_A or lora_B; the file is incomplete.")

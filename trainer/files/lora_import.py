@@ -86,8 +86,8 @@ def import_lora(tensors: dict[str, torch.Tensor], metadata: dict[str, str], file
 
 def _from_diffusers_names(tensors: dict[str, torch.Tensor], model: Any, file_name: str) -> dict[str, torch.Tensor]:
     if model is None:
-        raise LoraFileError(f"{file_name} names its layers as diffusers does ('transformer.…'); connect the MODEL it "
-                            "was made for to Load LoRA so its layers can be placed.")
+        raise LoraFileError(f"{file_name} holds peft-layout layers (lora_A/lora_B, as diffusers and ai-toolkit write); "
+                            "connect the MODEL it was made for to Load LoRA so its layers can be placed.")
     shapes = {key: value.shape for key, value in model.model.state_dict().items()}
     return diffusers_lora.to_comfy_modules(tensors, comfy.lora.model_lora_keys_unet(model.model, {}), shapes, file_name)
 

@@ -62,19 +62,22 @@ def encode_samples(images: list[DatasetImage], vae, model_patcher, resolution: i
     return samples
 
 
-def encode_text(clip, caption: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    cond, pooled = clip.encode_from_tokens(clip.tokenize(caption), return_pooled=True)
-    return cond, pooled
+def encode_text(clip, caption: str) -> dict[str, Any]:
+    """The caption's conditioning as CLIPTextEncode gives it: `cond` and what the encoder adds (the pooled output,
+    attention masks, HiDream's Llama 3 states...), which the model's extra_conds reads."""
+    return clip.encode_from_tokens(clip.tokenize(caption), return_dict=True)
 
 
-def model_conds(model_patcher, sample: Sample, cond: torch.Tensor, pooled: torch.Tensor | None, device: torch.device,
+def model_conds(model_patcher, sample: Sample, encoded: dict[str, Any], device: torch.device,
                 guidance: float | None = None) -> dict[str, Any]:
     """The conditioning ComfyUI's model expects (cross-attention, SDXL size vector, Flux's guidance...), per sample.
 
     `guidance` is passed explicitly: ComfyUI's Flux fills in 3.5 when it is missing (None: no guidance input).
     """
-    conds = model_patcher.model.extra_conds(cross_attn=cond, pooled_output=pooled, device=device,
-                                            noise=sample.latents[None], guidance=guidance, **sample.size_info)
+    extras = {name: value.to(device) if torch.is_tensor(value) else value
+              for name, value in encoded.items() if name != "cond"}
+    conds = model_patcher.model.extra_conds(cross_attn=encoded["cond"].to(device), device=device,
+                                            noise=sample.latents[None], guidance=guidance, **extras, **sample.size_info)
     return {name: _to_device(value, device) for name, value in conds.items()}
 
 

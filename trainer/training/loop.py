@@ -402,10 +402,8 @@ def _encode(plan: RunPlan, parts: TrainingParts, training_images: list[DatasetIm
 def conditioning(plan: RunPlan, clip, sample: batches.Sample, caption: str) -> dict:
     """Text conditioning for one sample; carries gradients when the text encoder trains."""
     with contextlib.nullcontext() if plan.settings.trains_text_encoder else torch.no_grad():
-        cond, pooled = batches.encode_text(clip, caption)
-    return batches.model_conds(plan.model, sample, cond.to(plan.device),
-                               None if pooled is None else pooled.to(plan.device), plan.device,
-                               training_guidance(plan.family, plan.settings))
+        encoded = batches.encode_text(clip, caption)
+    return batches.model_conds(plan.model, sample, encoded, plan.device, training_guidance(plan.family, plan.settings))
 
 
 # ---------------------------------------------------------------------- the loop
