@@ -139,3 +139,14 @@ def test_training_the_umt5_text_encoder_is_refused_by_name(bundle, dataset, comf
     errors = runtime.pack("trainer.errors")
     with pytest.raises(errors.SettingsError, match="text_encoder_lr trains CLIP text encoders, and this model has none"):
         runtime.run_node("LoraLabTrainLoRA", **wan_inputs(bundle, dataset, text_encoder_lr=1e-4))
+
+
+def test_memory_estimate_counts_one_token_per_2x2_patch_of_a_still_frame(bundle):
+    """Wan's patches are (frames, height, width) = (1, 2, 2): a still image has a token per 2x2 latent pixels, and
+    every block's self-attention weighs in its heads' scores, (tokens per latent pixel)^2 each."""
+    memory = runtime.pack("trainer.training.memory")
+    session = runtime.pack("trainer.training.session")
+    diffusion_model = bundle.model.model.diffusion_model
+    profile = memory.activation_profile(diffusion_model, session.checkpoint_blocks(diffusion_model))
+    blocks = len(diffusion_model.blocks)
+    assert profile.all_scores == pytest.approx(blocks * wan.TOY_GEOMETRY["num_heads"] / 4**2)
