@@ -1,4 +1,4 @@
-"""The DiT families of musubi-tuner (Qwen-Image, Z-Image) and kohya's sd-scripts (Lumina 2) through the real nodes,
+"""The DiT families of musubi-tuner (Qwen-Image, Z-Image, Wan) and kohya's sd-scripts (Lumina 2) through the real nodes,
 each on a tiny random model built with ComfyUI's own classes and recognised by ComfyUI's model detection.
 
 Load Dataset -> Train LoRA -> Save LoRA trains the layers that trainer trains, with its documented timestep sampler
@@ -17,7 +17,7 @@ import safetensors.torch
 import torch
 
 import test_lora_files_helpers as helpers
-from harness import nextdit, qwen_image, runtime, training_data
+from harness import nextdit, qwen_image, runtime, training_data, wan
 
 families = runtime.pack("trainer.models.families")
 flow_matching = runtime.pack("trainer.training.flow_matching")
@@ -60,6 +60,12 @@ FAMILIES = {
                         {"layers_0_attention_qkv", "layers_0_adaLN_modulation_1", "noise_refiner_0_feed_forward_w2",
                          "context_refiner_0_attention_out", "final_layer_linear"}, "embedder", ("nextdit_shift", 6.0),
                         "lumina-2/lora", nextdit_inputs(nextdit.TINY_GEMMA2["hidden_size"]), "diffusion_model."),
+    "wan": Expected(wan.tiny_wan21_t2v, "WAN21_T2V", r"lora_unet_blocks_\d+_",
+                    {"0_self_attn_q", "0_cross_attn_o", "0_ffn_0", "0_ffn_2"}, "norm", ("shift", 3.0), "wan2.1/lora",
+                    lambda generator: {"x": torch.randn(1, wan.LATENT_CHANNELS, 1, 8, 8, generator=generator),
+                                       "timestep": torch.tensor([0.7]),
+                                       "context": torch.randn(1, 6, wan.TINY_UMT5["d_model"], generator=generator)},
+                    "diffusion_model."),
 }
 
 

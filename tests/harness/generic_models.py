@@ -12,9 +12,8 @@ import torch
 
 from .flow_models import TINY_T5, chroma_clip_target
 from .models import (
-    TINY_SD15_UNET, ModelBundle, assemble_clip, assemble_model, assemble_vae, cached_bundle, cached_state_dict,
-    detected_with_toy_geometry, initialise_, prefixed, sd15_clip_target, split, text_encoder_weights, tiny_clip_config,
-    tiny_vae_config, unet_config, unet_weights, vae_weights,
+    TINY_SD15_UNET, ModelBundle, assemble_vae, cached_bundle, cached_dit_bundle, detected_with_toy_geometry,
+    initialise_, sd15_clip_target, tiny_clip_config, tiny_vae_config, unet_config, unet_weights, vae_weights,
 )
 
 TOY_PIXART_GEOMETRY = {"hidden_size": 64, "num_heads": 2, "caption_channels": TINY_T5["d_model"]}
@@ -38,16 +37,12 @@ def tiny_pixart_sigma(seed: int = 0) -> ModelBundle:
     """PixArt Sigma: a DiT with T5 cross-attention, eps prediction with learned variance, SDXL's latent space."""
     config = pixart_sigma_config()
     vae_config = tiny_vae_config()
-    clip_target = chroma_clip_target()  # ComfyUI's PixArt T5 encoder and tokenizer, at toy width
-    recipe = {"diffusion": config, "t5": TINY_T5, "vae": vae_config, "seed": seed}
-    sd = cached_state_dict("tiny-pixart-sigma", recipe, lambda: prefixed(
-        unet=pixart_weights(config, seed), clip=text_encoder_weights(clip_target, seed + 1),
-        vae=vae_weights(vae_config, seed + 2)))
-    unet_sd = split(sd, "unet.")
-    model_config = detected_with_toy_geometry(unet_sd, "pixart_sigma", TOY_PIXART_GEOMETRY)
-    return ModelBundle(family="pixart_sigma", model=assemble_model(model_config, unet_sd),
-                       clip=assemble_clip(clip_target, split(sd, "clip.")),
-                       vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=4))
+    return cached_dit_bundle(
+        "pixart_sigma", "tiny-pixart-sigma", {"diffusion": config, "t5": TINY_T5, "vae": vae_config, "seed": seed},
+        lambda: pixart_weights(config, seed), chroma_clip_target(),  # ComfyUI's PixArt T5 encoder, at toy width
+        lambda: vae_weights(vae_config, seed + 2),
+        lambda unet_sd: detected_with_toy_geometry(unet_sd, "pixart_sigma", TOY_PIXART_GEOMETRY),
+        lambda vae_sd: assemble_vae(vae_sd, vae_config, latent_channels=4))
 
 
 def tiny_sd15_inpainting(seed: int = 0) -> ModelBundle:

@@ -170,6 +170,33 @@ def detected_with_toy_geometry(diffusion_sd: dict[str, torch.Tensor], image_mode
     return comfy.model_detection.model_config_from_unet_config(unet_config, diffusion_sd)
 
 
+def loaded_completely(model_patcher: Any, diffusion_sd: dict[str, torch.Tensor]) -> Any:
+    """The MODEL, once every fixture weight has a place in it and it has no weight the fixture lacks
+    (ComfyUI's loader only logs a mismatch)."""
+    model = model_patcher.model
+    have, given = set(model.diffusion_model.state_dict()), set(model.model_config.process_unet_state_dict(dict(diffusion_sd)))
+    if have != given:
+        raise RuntimeError(f"toy weights and detected model differ: {sorted(have ^ given)[:5]}")
+    return model_patcher
+
+
+def cached_dit_bundle(family: str, cache_name: str, recipe: dict[str, Any],
+                      diffusion_weights: Callable[[], dict[str, torch.Tensor]], clip_target: Any,
+                      vae_weights: Callable[[], dict[str, torch.Tensor]], model_config: Callable[[dict[str, torch.Tensor]], Any],
+                      vae: Callable[[dict[str, torch.Tensor]], Any],
+                      tokenizer: Callable[[], dict[str, torch.Tensor]] = dict) -> ModelBundle:
+    """A toy DiT's random weights for its three parts (and the tokenizer model a text encoder's file may carry),
+    cached by `recipe` (its seed + 1 seeds the text encoder), assembled as ComfyUI's loaders build them: the model
+    config `model_config` gives for the diffusion weights, every weight in place."""
+    sd = cached_state_dict(cache_name, recipe, lambda: prefixed(
+        unet=diffusion_weights(), clip=text_encoder_weights(clip_target, recipe["seed"] + 1), vae=vae_weights(),
+        tokenizer=tokenizer()))
+    unet_sd = split(sd, "unet.")
+    return ModelBundle(family=family, model=loaded_completely(assemble_model(model_config(unet_sd), unet_sd), unet_sd),
+                       clip=assemble_clip(clip_target, split(sd, "clip."), split(sd, "tokenizer.")),
+                       vae=vae(split(sd, "vae.")))
+
+
 def split(sd: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {key[len(prefix):]: value for key, value in sd.items() if key.startswith(prefix)}
 

@@ -16,8 +16,8 @@ import torch
 
 from .datasets import COLOURS, SHAPES
 from .models import (
-    ModelBundle, assemble_clip, assemble_model, assemble_vae, cached_state_dict, detected_with_toy_geometry,
-    initialise_, prefixed, shrunk_text_encoder, split, text_encoder_weights, tiny_vae_config, vae_weights,
+    ModelBundle, assemble_vae, cached_dit_bundle, detected_with_toy_geometry, initialise_, shrunk_text_encoder,
+    tiny_vae_config, vae_weights,
 )
 
 LATENT_CHANNELS = 16
@@ -103,17 +103,13 @@ def lumina2_clip_target() -> Any:
 def nextdit_bundle(family: str, config: dict[str, Any], clip_target: Any, text_config: dict[str, Any],
                    model_config: Callable[[dict[str, torch.Tensor]], Any], seed: int,
                    tokenizer: Callable[[], dict[str, torch.Tensor]] = dict) -> ModelBundle:
-    """Cached random weights for a NextDiT family (and the tokenizer model its text encoder's file carries),
-    assembled as ComfyUI's loaders build them."""
+    """A NextDiT family's toy: its diffusion model, text encoder (and the tokenizer model its file carries), and
+    Flux's 16-channel latent space."""
     vae_config = tiny_vae_config(latent_channels=LATENT_CHANNELS)
-    recipe = {"diffusion": config, "text": text_config, "vae": vae_config, "seed": seed}
-    sd = cached_state_dict(f"tiny-{family}", recipe, lambda: prefixed(
-        unet=diffusion_weights(config, seed), clip=text_encoder_weights(clip_target, seed + 1),
-        vae=vae_weights(vae_config, seed + 2), tokenizer=tokenizer()))
-    unet_sd = split(sd, "unet.")
-    return ModelBundle(family=family, model=assemble_model(model_config(unet_sd), unet_sd),
-                       clip=assemble_clip(clip_target, split(sd, "clip."), split(sd, "tokenizer.")),
-                       vae=assemble_vae(split(sd, "vae."), vae_config, latent_channels=LATENT_CHANNELS))
+    return cached_dit_bundle(
+        family, f"tiny-{family}", {"diffusion": config, "text": text_config, "vae": vae_config, "seed": seed},
+        lambda: diffusion_weights(config, seed), clip_target, lambda: vae_weights(vae_config, seed + 2), model_config,
+        lambda vae_sd: assemble_vae(vae_sd, vae_config, latent_channels=LATENT_CHANNELS), tokenizer)
 
 
 def tiny_lumina2(seed: int = 0) -> ModelBundle:

@@ -12,10 +12,7 @@ from typing import Any
 
 import torch
 
-from .models import (
-    ModelBundle, assemble_clip, assemble_model, cached_state_dict, detected_with_toy_geometry, initialise_, prefixed,
-    random_weights, split, text_encoder_weights,
-)
+from .models import ModelBundle, cached_dit_bundle, detected_with_toy_geometry, initialise_, random_weights
 
 LATENT_CHANNELS = 16
 TINY_QWEN25 = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -83,15 +80,10 @@ def tiny_qwen_image(seed: int = 0) -> ModelBundle:
     import comfy.sd
 
     config = qwen_image_config()
-    clip_target = qwen_image_clip_target()
-    recipe = {"diffusion": config, "qwen25": TINY_QWEN25, "vae": TINY_WAN_VAE_WIDTH, "seed": seed}
-    sd = cached_state_dict("tiny-qwen-image", recipe, lambda: prefixed(
-        unet=diffusion_weights(config, seed), clip=text_encoder_weights(clip_target, seed + 1),
-        vae=wan21_vae_weights(seed + 2)))
-    unet_sd = split(sd, "unet.")
-    model_config = detected_with_toy_geometry(unet_sd, "qwen_image", TOY_GEOMETRY)
-    return ModelBundle(family="qwen_image", model=assemble_model(model_config, unet_sd),
-                       clip=assemble_clip(clip_target, split(sd, "clip.")), vae=comfy.sd.VAE(sd=split(sd, "vae.")))
+    return cached_dit_bundle(
+        "qwen_image", "tiny-qwen-image", {"diffusion": config, "qwen25": TINY_QWEN25, "vae": TINY_WAN_VAE_WIDTH, "seed": seed},
+        lambda: diffusion_weights(config, seed), qwen_image_clip_target(), lambda: wan21_vae_weights(seed + 2),
+        lambda unet_sd: detected_with_toy_geometry(unet_sd, "qwen_image", TOY_GEOMETRY), lambda vae_sd: comfy.sd.VAE(sd=vae_sd))
 
 
 def full_size_qwen_image_on_meta() -> Any:

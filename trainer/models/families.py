@@ -121,15 +121,42 @@ LUMINA2 = Family("lumina2", comfy.supported_models.Lumina2, "lumina2", "lumina-2
                  bucket_step=16, implementation="https://github.com/Alpha-VLLM/Lumina-Image-2.0", sample_cfg=4.0,
                  timestep_sampling="nextdit_shift", flow_shift=6.0,
                  adapter_blocks=r"^(layers|noise_refiner|context_refiner|final_layer)\.", adapter_exclude=None)
+# Wan 2.1 / 2.2 text-to-video, trained on still images as one-frame videos. ComfyUI's WAN21_T2V is Wan 2.1 T2V
+# (1.3B, 14B) and Wan 2.2 T2V A14B (its high- and low-noise files alike). musubi-tuner's defaults: every linear of
+# the attention blocks but its excluded names (networks/lora_wan.py:37), the shift sampler at 3.0 (docs/wan.md:177),
+# names from the module paths, which ComfyUI's modules keep, and its metadata (ss_base_model_version "wan":
+# dataset/architectures.py:5; modelspec "wan2.1/lora" and Wan2.1's repository: utils/sai_model_spec.py:77,101).
+# 640 px: 640x640 has the area of 832x480, the 480p size both Wan 2.1 sizes generate (ComfyUI's Wan template,
+# musubi's `--video_size 832 480`, docs/wan.md:293), and 832x480 is one of its buckets. Latents are 8x the pixels in
+# 1x2x2 patches (musubi's RESOLUTION_STEPS_WAN = 16, dataset/bucket.py:42). Samples use Wan's CFG 5
+# (wan/configs/wan_t2v_14B.py:40) at the model's own shift. UMT5-XXL is never trained. Every subclass of WAN21_T2V
+# is another model and never this family: those NEEDS_OTHER_INPUTS names or that concatenate an input are refused,
+# the rest (WAN22_T2V, Wan 2.2 TI2V 5B with its 48-channel 16x VAE, which musubi-tuner does not train; the causal
+# WAN21_CausalAR_T2V; newer trees' pose and reference variants) take the generic path.
+IMPLEMENTATION_WAN = "https://github.com/Wan-Video/Wan2.1"
+
+
+def _variants_of(config_class: type) -> tuple[type, ...]:
+    """ComfyUI's subclasses of a model config class: other models that share its detection keys and loader."""
+    return tuple(config for config in vars(comfy.supported_models).values()
+                 if isinstance(config, type) and issubclass(config, config_class) and config is not config_class)
+
+
+WAN = Family("wan", comfy.supported_models.WAN21_T2V, "wan", "wan2.1/lora", "flow", 640, "comfy", {},
+             bucket_step=16, implementation=IMPLEMENTATION_WAN, sample_cfg=5.0,
+             excluded_classes=_variants_of(comfy.supported_models.WAN21_T2V), timestep_sampling="shift", flow_shift=3.0,
+             adapter_exclude=r"patch_embedding|text_embedding|time_embedding|time_projection|norm|head")
 BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL,
                                               CHROMA, FLOW_TOY_WORLD, QWEN_IMAGE, Z_IMAGE,
-                                              LUMINA2)}
+                                              LUMINA2, WAN)}
 GENERIC_PREFIX = "comfyui"  # generic families are named comfyui:<ComfyUI config class>:<prediction type>
 # Models whose conditioning needs what Load Dataset cannot give, by ComfyUI config class (the generic rule below
 # catches any model that concatenates an image or mask to its input).
 NEEDS_OTHER_INPUTS = {"WAN22_S2V": "audio", "WAN21_HuMo": "audio", "WAN22_Animate": "a reference video and pose",
                       "WAN21_Vace": "control video frames", "WAN21_Camera": "camera poses",
-                      "WAN22_Camera": "camera poses", "StableAudio": "audio (it is an audio model)",
+                      "WAN22_Camera": "camera poses", "WAN_Animate2": "a reference video and pose",
+                      "WAN21_SCAIL": "a pose video and reference image", "WAN21_SCAIL2": "a pose video and reference image",
+                      "WAN21_FlowRVS": "a source video", "StableAudio": "audio (it is an audio model)",
                       "ACEStep": "audio (it is an audio model)"}
 
 

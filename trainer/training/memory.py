@@ -51,7 +51,9 @@ PER_SAMPLE_LAYERS = ("time_embed", "label_emb", "emb_layers", "adaLN_modulation"
                      "context_embedder",
                      # Flux and Chroma: timestep/guidance/pooled-text embeddings, block modulations, the approximator
                      "time_in", "vector_in", "guidance_in", "img_mod", "txt_mod", "modulation",
-                     "distilled_guidance_layer")
+                     "distilled_guidance_layer",
+                     # Wan: timestep embeddings and the UMT5 context projection
+                     "time_embedding", "time_projection", "text_embedding")
 MATERIALISED_ATTENTION = ("attention_basic", "attention_split", "attention_sub_quad")
 
 
@@ -184,12 +186,13 @@ def _layer_outputs(module: torch.nn.Module) -> int | None:
 
 def _token_scales(diffusion_model: torch.nn.Module) -> dict[str, float]:
     """Tokens per latent pixel at every module: 4^-level in a UNet (after each Downsample, until each
-    Upsample), 1/patch^2 everywhere in a DiT."""
+    Upsample), one per patch everywhere in a DiT (a video DiT's (frames, height, width) patch: its height x
+    width, as a still image is one frame)."""
     blocks = [getattr(diffusion_model, name, None) for name in ("input_blocks", "middle_block", "output_blocks")]
     if any(block is None for block in blocks):
         patch = getattr(diffusion_model, "patch_size", 2)
-        patch = patch[0] if isinstance(patch, (tuple, list)) else patch
-        return {name: 1.0 / patch**2 for name, _ in diffusion_model.named_modules()}
+        area = math.prod(patch[-2:]) if isinstance(patch, (tuple, list)) else patch**2
+        return {name: 1.0 / area for name, _ in diffusion_model.named_modules()}
     scales: dict[str, float] = {}
     level = 0
     for name, module in diffusion_model.named_modules():
@@ -203,15 +206,18 @@ def _token_scales(diffusion_model: torch.nn.Module) -> dict[str, float]:
 
 
 def _self_attention_heads(name: str, module: torch.nn.Module) -> int:
-    """Heads of a self-attention layer (UNet attn1, DiT attention); 0 for anything else."""
+    """Heads of a self-attention layer (UNet attn1, DiT attention, Wan's self_attn); 0 for anything else."""
     last = name.rpartition(".")[2]
-    if last not in ("attn1", "attn", "img_attn") and type(module).__name__ != "SingleStreamBlock":  # Flux's joint
+    if last not in ("attn1", "attn", "img_attn", "self_attn") and type(module).__name__ != "SingleStreamBlock":  # Flux's joint
         return 0
     return int(getattr(module, "heads", 0) or getattr(module, "num_heads", 0))
 
 
 def _cross_attention_heads(name: str, module: torch.nn.Module) -> int:
-    return int(getattr(module, "heads", 0)) if name.rpartition(".")[2] == "attn2" else 0
+    """Heads of a cross-attention layer (UNet attn2, Wan's cross_attn); 0 for anything else."""
+    if name.rpartition(".")[2] not in ("attn2", "cross_attn"):
+        return 0
+    return int(getattr(module, "heads", 0) or getattr(module, "num_heads", 0))
 
 
 def activation_profile(diffusion_model: torch.nn.Module, checkpoint_blocks: list[torch.nn.Module]) -> ActivationProfile:
