@@ -17,7 +17,7 @@ import safetensors.torch
 import torch
 
 import test_lora_files_helpers as helpers
-from harness import nextdit, qwen_image, runtime, training_data, wan
+from harness import flux2, nextdit, qwen_image, runtime, training_data, wan
 
 families = runtime.pack("trainer.models.families")
 flow_matching = runtime.pack("trainer.training.flow_matching")
@@ -66,6 +66,15 @@ FAMILIES = {
                                        "timestep": torch.tensor([0.7]),
                                        "context": torch.randn(1, 6, wan.TINY_UMT5["d_model"], generator=generator)},
                     "diffusion_model."),
+    **{name: Expected(fixture, "Flux2", r"lora_unet_(double|single)_blocks_\d+_",
+                      {"0_img_attn_qkv", "0_txt_attn_proj", "0_img_mlp_0", "0_txt_mlp_2", "0_linear1", "0_linear2"},
+                      "mod", ("flux_shift", 3.1582), architecture, lambda generator: {
+                          "x": torch.randn(1, flux2.LATENT_CHANNELS, 4, 4, generator=generator),
+                          "timestep": torch.tensor([0.7]), "guidance": torch.tensor([0.0]),
+                          "context": torch.randn(1, 6, 3 * flux2.TINY_QWEN3["hidden_size"], generator=generator)},
+                      "diffusion_model.")
+       for name, fixture, architecture in (("flux_2_klein", flux2.tiny_flux2_klein, "Flux.2-klein/lora"),
+                                           ("flux_2_dev", flux2.tiny_flux2_dev, "Flux.2-dev/lora"))},
 }
 
 
@@ -138,7 +147,7 @@ def test_lora_loader_on_the_saved_file_reproduces_the_trained_adapter(family, da
 
     name, expected, bundle = family
     inputs = expected.model_inputs(torch.Generator().manual_seed(1))
-    lora = runtime.run_node("LoraLabTrainLoRA", **flow_inputs(bundle, dataset, keep_training_state=True))[2]
+    lora = runtime.run_node("LoraLabTrainLoRA", **flow_inputs(bundle, dataset, epochs=3, keep_training_state=True))[2]
     assert_lora_loader_reproduces(bundle, lora, saved_file(lora, f"{name}/adapter")["lora_name"], inputs)
 
 
@@ -191,8 +200,12 @@ def peft_named(kohya: dict[str, torch.Tensor], model, prefix: str) -> dict[str, 
             continue
         down, up = kohya[f"{module}.lora_down.weight"], kohya[f"{module}.lora_up.weight"]
         up = up * (float(kohya[f"{module}.alpha"]) / down.shape[0])
-        sliced = [(name, rows) for name, rows in names if rows is not None]
-        for name, rows in sliced or [max(names)]:  # (a diffusers name sorts after ComfyUI's own path)
+        slices = {rows[1:]: (name, rows) for name, rows in sorted(names) if rows is not None}  # one name a slice
+        tiled = sorted(slices) and all(start == end for (_, end), (start, _) in zip(
+            [(0, 0)] + [(offset, offset + size) for offset, size in sorted(slices)],
+            sorted(slices) + [(up.shape[0], 0)]))  # the slices cover the rows end to end (not Flux's linear1_qkv)
+        whole = max(name for name, rows in names if rows is None)  # (a diffusers name sorts after ComfyUI's path)
+        for name, rows in [slices[key] for key in sorted(slices)] if tiled else [(whole, None)]:
             out[f"{name}.lora_A.weight"] = down.clone()
             out[f"{name}.lora_B.weight"] = up if rows is None else up[rows[1]: rows[1] + rows[2]]
     return out

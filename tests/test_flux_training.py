@@ -150,7 +150,7 @@ def test_the_loss_is_the_flow_matching_loss_in_velocity_space(tmp_path):
 @pytest.mark.parametrize("family,overrides,message", [
     ("flux_dev", {"min_snr_gamma": 7.0}, "min_snr_gamma 7.0 weights eps/v noise levels"),
     ("chroma", {"text_encoder_lr": 1e-4}, "text_encoder_lr trains CLIP text encoders"),
-    ("flux_schnell", {"guidance_scale": 3.0}, "guidance_scale applies to guidance-distilled Flux dev only"),
+    ("flux_schnell", {"guidance_scale": 3.0}, r"guidance_scale applies to guidance-distilled models \(Flux.1 dev, Flux.2 dev\) only"),
     ("flux_dev", {"timestep_sampling": "sigmoid", "discrete_flow_shift": 2.0}, "discrete_flow_shift applies to the shift sampler"),
 ])
 def test_settings_that_do_not_apply_are_refused_by_name(family, overrides, message, dataset, comfy_dirs):

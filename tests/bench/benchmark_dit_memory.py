@@ -1,7 +1,7 @@
 """What Train LoRA's memory estimate says for the big transformers at their released sizes: Flux.1 dev (19
 double, 38 single blocks) beside kohya's published figures, Qwen-Image (60 blocks, 20B), Z-Image (6B),
-Lumina 2 (2.6B) and Wan 2.1 T2V 14B (40 blocks; Wan 2.2 A14B's high- and low-noise files each have its shape), the
-figures in the README's family sections.
+Lumina 2 (2.6B), Wan 2.1 T2V 14B (40 blocks; Wan 2.2 A14B's high- and low-noise files each have its shape) and
+Flux.2 (dev 32B, Klein 4B and 9B), the figures in the README's family sections.
 
 Each model is built on the meta device (shapes only), stored in fp8 (Load Diffusion Model's fp8_e4m3fn: one
 byte a weight) and computed in bf16, text-encoder outputs cached; the estimate's calibration was fitted on SD UNets.
@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from harness import flow_models, nextdit, qwen_image, runtime, wan  # noqa: E402
+from harness import flow_models, flux2, nextdit, qwen_image, runtime, wan  # noqa: E402
 
 KOHYA = {  # docs/flux_train_network.md, fp8_base at 1024 px
     (1024, 2): "24 GB", (1024, 1): "16 GB with block swap",
@@ -36,7 +36,7 @@ def report(name: str, diffusion_model, family, compare: dict) -> None:
         adapter = sum(rank * (layer.module.in_features + layer.module.out_features) for layer in layers)
         work = memory.Workload(weight_bytes=weights, weight_count=weights, weights_cast=True,
                                adapter_parameters=adapter, optimizer="AdamW",
-                               batches=((batch, (resolution // 8) ** 2),), gradient_checkpointing=checkpointing,
+                               batches=((batch, (resolution // family.latent_scale) ** 2),), gradient_checkpointing=checkpointing,
                                compute_bytes=2, scores_materialised=False)
         estimate = memory.estimate_peak(profile, work)
         print(f"{rank:>4} {resolution:>5} {batch:>5} {str(checkpointing):>5}  {estimate.describe()[:46]:46}  "
@@ -53,6 +53,8 @@ def main() -> None:
     report("Z-Image", nextdit.released_on_meta("z_image").diffusion_model, families.Z_IMAGE, {})
     report("Lumina 2", nextdit.released_on_meta("lumina2").diffusion_model, families.LUMINA2, {})
     report("Wan 2.1 T2V 14B", wan.full_size_wan21_14b_on_meta().diffusion_model, families.WAN, {})
+    for name in flux2.RELEASED:  # (a Flux.2 transformer exists on every tree; Klein's encoder only on newer ones)
+        report(name, flux2.released_on_meta(name).diffusion_model, families.FLUX2_DEV, {})  # (Klein: same latents)
 
 
 if __name__ == "__main__":

@@ -187,7 +187,11 @@ def cached_dit_bundle(family: str, cache_name: str, recipe: dict[str, Any],
                       tokenizer: Callable[[], dict[str, torch.Tensor]] = dict) -> ModelBundle:
     """A toy DiT's random weights for its three parts (and the tokenizer model a text encoder's file may carry),
     cached by `recipe` (its seed + 1 seeds the text encoder), assembled as ComfyUI's loaders build them: the model
-    config `model_config` gives for the diffusion weights, every weight in place."""
+    config `model_config` gives for the diffusion weights, every weight in place. The tree's version is part of the
+    cache key: a newer ComfyUI may give a class weights an older one lacks (0.33's NextDiT `norm_final`)."""
+    from .runtime import comfyui_version
+
+    recipe = {**recipe, "comfyui": comfyui_version()}
     sd = cached_state_dict(cache_name, recipe, lambda: prefixed(
         unet=diffusion_weights(), clip=text_encoder_weights(clip_target, recipe["seed"] + 1), vae=vae_weights(),
         tokenizer=tokenizer()))

@@ -42,6 +42,7 @@ class Family:
     text_encoder_prefixes: dict[str, str]  # trainable ComfyUI encoder attribute -> kohya key prefix
     bucket_step: int = 64
     latent_scale: int = 8  # image pixels per latent pixel, each way (the family's VAE)
+    latent_patch: int = 2  # latent pixels per transformer token, each way (flux_shift counts tokens)
     text_encoder_layers: dict[str, int] | None = None  # layers kohya's text encoder has, when fewer than ComfyUI's
     model_type: comfy.model_base.ModelType | None = None  # required as well, where one config class has two families
     is_v2: bool = False  # kohya's ss_v2
@@ -49,6 +50,7 @@ class Family:
     sample_cfg: float = 7.0  # CFG scale of samples rendered during training
     same_layers_as: str | None = None  # a family whose LoRAs fit this one's layers (v-prediction changes only the objective)
     excluded_classes: tuple[type, ...] = ()  # subclasses of config_class that are other architectures
+    unet_config_match: tuple[tuple[str, object], ...] = ()  # detected config entries that tell variants of one class apart
     # Flow matching: the timestep sampler kohya's documentation recommends (None: the model's own schedule)
     timestep_sampling: str | None = None
     guidance_setting: bool = False  # a guidance-distilled model (Flux dev): trained at the guidance_scale setting
@@ -146,9 +148,25 @@ WAN = Family("wan", comfy.supported_models.WAN21_T2V, "wan", "wan2.1/lora", "flo
              bucket_step=16, implementation=IMPLEMENTATION_WAN, sample_cfg=5.0,
              excluded_classes=_variants_of(comfy.supported_models.WAN21_T2V), timestep_sampling="shift", flow_shift=3.0,
              adapter_exclude=r"patch_embedding|text_embedding|time_embedding|time_projection|norm|head")
+# Flux.2 (dev, guidance-distilled, and Klein 4B/9B, which have no guidance input), as musubi-tuner trains it
+# (docs/flux_2.md, networks/lora_flux_2.py, flux_2_train_network.py): every linear of the double and single blocks
+# (Black Forest Labs' names, which ComfyUI keeps) but the modulations; its `flux2_shift` sampler, which is Flux's
+# resolution shift counting one token per latent pixel (ComfyUI's Flux.2 latents are already 2x2-packed: 128
+# channels at 16x); dev trained at guidance 1 and sampled with FluxGuidance 4, Klein sampled at cfg 4 (musubi-tuner's
+# defaults for the base models); metadata as musubi-tuner writes it (utils/sai_model_spec.py; it names Klein's size,
+# which LoRA Lab leaves out). The text encoders (Mistral 3 24B, Qwen3 4B/8B) are never trained.
+IMPLEMENTATION_FLUX2 = "https://github.com/black-forest-labs/flux2"
+FLUX2_DEV = Family("flux_2_dev", comfy.supported_models.Flux2, "flux_2_dev", "Flux.2-dev/lora", "flow", 1024, "comfy", {},
+                   bucket_step=16, latent_scale=16, latent_patch=1, implementation=IMPLEMENTATION_FLUX2, sample_cfg=1.0,
+                   timestep_sampling="flux_shift", guidance_setting=True, sample_guidance=4.0,
+                   adapter_exclude=r"adaLN|_mod\.lin|modulation\.lin", unet_config_match=(("guidance_embed", True),))
+FLUX2_KLEIN = Family("flux_2_klein", comfy.supported_models.Flux2, "flux_2_klein", "Flux.2-klein/lora", "flow", 1024,
+                     "comfy", {}, bucket_step=16, latent_scale=16, latent_patch=1, implementation=IMPLEMENTATION_FLUX2,
+                     sample_cfg=4.0, timestep_sampling="flux_shift", adapter_exclude=r"adaLN|_mod\.lin|modulation\.lin",
+                     unet_config_match=(("guidance_embed", False),))
 BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL,
                                               CHROMA, FLOW_TOY_WORLD, QWEN_IMAGE, Z_IMAGE,
-                                              LUMINA2, WAN)}
+                                              LUMINA2, WAN, FLUX2_DEV, FLUX2_KLEIN)}
 GENERIC_PREFIX = "comfyui"  # generic families are named comfyui:<ComfyUI config class>:<prediction type>
 # Models whose conditioning needs what Load Dataset cannot give, by ComfyUI config class (the generic rule below
 # catches any model that concatenates an image or mask to its input).
@@ -169,9 +187,11 @@ def detect_family(model_patcher) -> Family:
     _refuse_unsupported_conditioning(base_model)
     matches = [family for family in BY_NAME.values()
                if isinstance(config, family.config_class) and not isinstance(config, family.excluded_classes)
-               and family.model_type in (None, base_model.model_type)]
+               and family.model_type in (None, base_model.model_type)
+               and all(config.unet_config.get(key) == value for key, value in family.unet_config_match)]
     if matches:
-        return max(matches, key=lambda family: (len(family.config_class.__mro__), family.model_type is not None))
+        return max(matches, key=lambda family: (len(family.config_class.__mro__), family.model_type is not None,
+                                                len(family.unet_config_match)))
     return generic_family(type(config), prediction_type(base_model.model_sampling))
 
 

@@ -200,7 +200,7 @@ def _check_settings_apply(family: Family, settings: TrainingSettings) -> None:
     if "discrete_flow_shift" in changed and sampler != "shift":
         refusals.append(f"discrete_flow_shift applies to the shift sampler, not to {sampler or 'the model schedule'}")
     if "guidance_scale" in changed and not family.guidance_setting:
-        refusals.append("guidance_scale applies to guidance-distilled Flux dev only: leave it at 1.0")
+        refusals.append("guidance_scale applies to guidance-distilled models (Flux.1 dev, Flux.2 dev) only: leave it at 1.0")
     if s.text_encoder_lr > 0 and not family.text_encoder_prefixes:
         refusals.append("text_encoder_lr trains CLIP text encoders, and this model has none: its T5 or LLM encoders stay "
                         "frozen, as kohya and musubi-tuner keep them: set it to 0")
@@ -371,7 +371,7 @@ def prepare(plan: RunPlan, parts: TrainingParts, observer: TrainingObserver) -> 
         samples=samples, validation_samples=validation_samples, model_sampling=model_sampling,
         noise_levels=objectives.NoiseLevels(
             model_sampling.sigmas.to(plan.device, torch.float32), timestep_sampler(plan.family, s), s.sigmoid_scale,
-            s.discrete_flow_shift or plan.family.flow_shift, s.weighting_scheme, s.min_snr_gamma),
+            s.discrete_flow_shift or plan.family.flow_shift, s.weighting_scheme, s.min_snr_gamma, plan.family.latent_patch),
         steps_per_epoch=steps, optimizer=optimizer,
         trainable=[parameter for group in optimizer.param_groups for parameter in group["params"]],
         scheduler=build_scheduler(s.lr_scheduler, optimizer, s.warmup_steps, steps * s.epochs),

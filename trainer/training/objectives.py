@@ -53,11 +53,12 @@ class NoiseLevels:
     shift: float
     weighting: str  # flow_matching loss weighting (flow models)
     min_snr_gamma: float  # eps and v models
+    patch_size: int = 2  # latent pixels per transformer token, each way (the flux_shift samplers count tokens)
 
     def draw(self, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.sampler is None:
             return sample_sigmas(self.sigma_table, latents.shape[0], generator)
-        mu = flow_matching.flux_mu(latents.shape[-2], latents.shape[-1])
+        mu = flow_matching.flux_mu(latents.shape[-2], latents.shape[-1], self.patch_size)
         return flow_matching.sample_sigmas(self.sampler, latents.shape[0], generator, sigmoid_scale=self.sigmoid_scale,
                                            shift=self.shift, mu=mu)
 
