@@ -213,7 +213,7 @@ def cached_file(name: str, recipe: dict[str, Any], make: Callable[[], dict[str, 
     path = cache_dir() / f"{name}-{digest}.safetensors"
     if not path.exists():
         state = {key: value.contiguous() for key, value in make().items()}
-        partial = path.with_suffix(".partial")
+        partial = path.with_suffix(f".{os.getpid()}.partial")  # (test workers may build one fixture at once)
         safetensors.torch.save_file(state, str(partial))
         os.replace(partial, path)
     return path
@@ -370,7 +370,7 @@ def detectable_sd15_checkpoint(seed: int = 0) -> pathlib.Path:
     state.update({f"cond_stage_model.{k}": v for k, v in clip.items() if not k.endswith("logit_scale")})
     state.update({f"first_stage_model.{k}": v for k, v in vae.items()})
     state = {k: v.to(torch.float16).contiguous() for k, v in state.items()}
-    partial = path.with_suffix(".partial")
+    partial = path.with_suffix(f".{os.getpid()}.partial")
     safetensors.torch.save_file(state, str(partial))
     os.replace(partial, path)
     return path
