@@ -6,17 +6,24 @@ ComfyUI's detection recognises HiDream by its caption projections and fixes ever
 axes, caption widths, block counts, the Llama layer each block reads, the pooled width) at the released 17B's
 values, so the toy geometry (`toy_geometry`) replaces them, as the other DiT fixtures do. The pooled width is
 CLIP-L's projection plus CLIP-G's, the caption widths T5's and Llama's hidden sizes. Llama's heads stay 128 wide
-(ComfyUI's config fixes them) and its vocabulary real (128256 ids), since the real Llama 3 tokenizer feeds it.
+(ComfyUI's config fixes them) and its vocabulary real (128256 ids).
+
+Llama 3's tokenizer: ComfyUI's own class and its special tokens (`tokenizer_config.json`, which every tree ships),
+over a byte-level vocabulary of the 256 bytes without merges, written to the fixture cache: the /work/comfy033
+checkout of ComfyUI 0.33 lacks the 9 MB `llama_tokenizer/tokenizer.json` that releases ship, and a toy encoder needs
+no real word pieces.
 """
 from __future__ import annotations
 
+import json
+import pathlib
 from typing import Any
 
 import torch
 
 from .models import (
-    ModelBundle, assemble_vae, cached_dit_bundle, detected_with_toy_geometry, initialise_, shrunk_text_encoder,
-    tiny_encoder_overrides, tiny_vae_config, vae_weights,
+    ModelBundle, assemble_vae, cache_dir, cached_dit_bundle, detected_with_toy_geometry, initialise_,
+    shrunk_text_encoder, tiny_encoder_overrides, tiny_vae_config, vae_weights,
 )
 
 LATENT_CHANNELS = 16
@@ -26,6 +33,9 @@ TINY_T5 = {"d_model": 32, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 
 TINY_LLAMA = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
               "num_key_value_heads": 1}
 DOUBLE_BLOCKS, SINGLE_BLOCKS = 2, 2
+# Llama 3's pre-tokenizer split (its tokenizer.json; ComfyUI 0.33's BPE reader accepts only this one)
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                r"\s*[\r\n]+|\s+(?!\S)|\s+")
 
 
 def toy_geometry() -> dict[str, Any]:
@@ -45,12 +55,62 @@ def hidream_config() -> dict[str, Any]:
             "num_routed_experts": 4, "num_activated_experts": 2, "max_resolution": [128, 128], **toy_geometry()}
 
 
+EMBEDDER_SCALE = 25.0  # the timestep and pooled embedders' weights at 0.5 rather than 0.02 (see diffusion_weights)
+
+
 def diffusion_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tensor]:
+    """Random weights, the timestep and pooled embedders' drawn wider: every block's residual is scaled by gates
+    that modulations read from those embeddings, and at 0.02 the gates are about 1e-3, so that the blocks (and any
+    adapter in them) would barely reach the output; trained models have gates of order one."""
     import comfy.ldm.hidream.model
     import comfy.ops
 
-    return initialise_(comfy.ldm.hidream.model.HiDreamImageTransformer2DModel(
-        **config, operations=comfy.ops.disable_weight_init), seed).state_dict()
+    model = initialise_(comfy.ldm.hidream.model.HiDreamImageTransformer2DModel(
+        **config, operations=comfy.ops.disable_weight_init), seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.startswith(("t_embedder.", "p_embedder.")) and parameter.ndim == 2:
+                parameter.mul_(EMBEDDER_SCALE)
+    return model.state_dict()
+
+
+def byte_level_llama3_tokenizer() -> pathlib.Path:
+    """A folder holding Llama 3's tokenizer as ComfyUI reads it (transformers' LlamaTokenizerFast on 0.3.x, its own
+    BPE reader on 0.33): ComfyUI's tokenizer_config.json, and a tokenizer.json whose vocabulary is the 256
+    byte-level pieces (ids 0-255, GPT-2's byte-to-character table) with Llama 3's special tokens at their ids and
+    <|begin_of_text|> before every prompt."""
+    import comfy.text_encoders.hunyuan_video as hunyuan_video
+
+    shipped = pathlib.Path(hunyuan_video.__file__).parent / "llama_tokenizer" / "tokenizer_config.json"
+    config = json.loads(shipped.read_text(encoding="utf-8"))
+    specials = [{"id": int(index), **token} for index, token in config["added_tokens_decoder"].items()]
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = iter(range(256, 512))
+    characters = {byte: chr(byte if byte in printable else next(extra)) for byte in range(256)}
+    bos = config["bos_token"]
+    bos_id = next(token["id"] for token in specials if token["content"] == bos)
+    tokenizer = {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": specials, "normalizer": None,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT},
+             "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+        "post_processor": {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                           "pair": [{"SpecialToken": {"id": bos, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                                    {"Sequence": {"id": "B", "type_id": 1}}],
+                           "special_tokens": {bos: {"id": bos, "ids": [bos_id],
+                                                    "tokens": [bos]}}},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
+                  "vocab": {characters[byte]: byte for byte in range(256)}, "merges": []},
+    }
+    folder = cache_dir() / "llama3-byte-level-tokenizer"
+    folder.mkdir(exist_ok=True)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    return folder
 
 
 def hidream_clip_target() -> Any:
@@ -61,7 +121,34 @@ def hidream_clip_target() -> Any:
 
     clip = shrunk_text_encoder(hidream.hidream_clip(), clip_l=TINY_CLIP_L, clip_g=TINY_CLIP_G, t5xxl=TINY_T5,
                                llama=TINY_LLAMA)
-    return comfy.supported_models_base.ClipTarget(hidream.HiDreamTokenizer, clip)
+    return comfy.supported_models_base.ClipTarget(byte_level_hidream_tokenizer(), clip)
+
+
+def byte_level_hidream_tokenizer() -> type:
+    """ComfyUI's HiDreamTokenizer, whose Llama 3 tokenizer reads `byte_level_llama3_tokenizer`'s folder.
+
+    ComfyUI's LLAMA3Tokenizer hands its folder to SDTokenizer, so a class between the two in the method order
+    swaps the folder; HiDreamTokenizer's own __init__ runs as it is, with that class as its Llama 3 tokenizer
+    (its code over its module's names, the one name changed), so every other argument stays ComfyUI's."""
+    import types
+
+    import comfy.sd1_clip
+    import comfy.text_encoders.hidream as hidream
+    import comfy.text_encoders.hunyuan_video as hunyuan_video
+
+    folder = str(byte_level_llama3_tokenizer())
+
+    class ByteLevelFolder(comfy.sd1_clip.SDTokenizer):
+        def __init__(self, tokenizer_path=None, **kwargs):
+            super().__init__(folder, **kwargs)
+
+    class ByteLevelLlama3Tokenizer(hunyuan_video.LLAMA3Tokenizer, ByteLevelFolder):
+        pass
+
+    names = {**vars(hidream), "hunyuan_video": types.SimpleNamespace(LLAMA3Tokenizer=ByteLevelLlama3Tokenizer)}
+    init = types.FunctionType(hidream.HiDreamTokenizer.__init__.__code__, names, "__init__",
+                              hidream.HiDreamTokenizer.__init__.__defaults__)
+    return type("ByteLevelHiDreamTokenizer", (hidream.HiDreamTokenizer,), {"__init__": init})
 
 
 def tiny_hidream(seed: int = 0) -> ModelBundle:
@@ -69,8 +156,9 @@ def tiny_hidream(seed: int = 0) -> ModelBundle:
     config = hidream_config()
     vae_config = tiny_vae_config(latent_channels=LATENT_CHANNELS)
     text = {"clip_l": TINY_CLIP_L, "clip_g": TINY_CLIP_G, "t5xxl": TINY_T5, "llama": TINY_LLAMA}
+    recipe = {"diffusion": config, "embedders": EMBEDDER_SCALE, "text": text, "vae": vae_config, "seed": seed}
     return cached_dit_bundle(
-        "hidream_i1", "tiny-hidream-i1", {"diffusion": config, "text": text, "vae": vae_config, "seed": seed},
+        "hidream_i1", "tiny-hidream-i1", recipe,
         lambda: diffusion_weights(config, seed), hidream_clip_target(), lambda: vae_weights(vae_config, seed + 2),
         lambda unet_sd: detected_with_toy_geometry(unet_sd, "hidream", toy_geometry()),
         lambda vae_sd: assemble_vae(vae_sd, vae_config, latent_channels=LATENT_CHANNELS))
