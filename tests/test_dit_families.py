@@ -1,4 +1,5 @@
-"""The DiT families of musubi-tuner (Qwen-Image, Z-Image, Wan) and kohya's sd-scripts (Lumina 2) through the real nodes,
+"""The DiT families of musubi-tuner (Qwen-Image, Z-Image, Wan), kohya's sd-scripts (Lumina 2) and ai-toolkit (HiDream I1)
+through the real nodes,
 each on a tiny random model built with ComfyUI's own classes and recognised by ComfyUI's model detection.
 
 Load Dataset -> Train LoRA -> Save LoRA trains the layers that trainer trains, with its documented timestep sampler
@@ -17,7 +18,7 @@ import safetensors.torch
 import torch
 
 import test_lora_files_helpers as helpers
-from harness import flux2, nextdit, qwen_image, runtime, training_data, wan
+from harness import flux2, hidream, nextdit, qwen_image, runtime, training_data, wan
 
 families = runtime.pack("trainer.models.families")
 flow_matching = runtime.pack("trainer.training.flow_matching")
@@ -66,6 +67,20 @@ FAMILIES = {
                                        "timestep": torch.tensor([0.7]),
                                        "context": torch.randn(1, 6, wan.TINY_UMT5["d_model"], generator=generator)},
                     "diffusion_model."),
+    "hidream_i1": Expected(hidream.tiny_hidream, "HiDream", r"lora_unet_(double|single)_stream_blocks_\d+_block_",
+                           {"double_stream_blocks_0_block_attn1_to_q", "double_stream_blocks_0_block_attn1_to_out_t",
+                            "double_stream_blocks_0_block_adaLN_modulation_1",
+                            "double_stream_blocks_0_block_ff_i_shared_experts_w2", "double_stream_blocks_0_block_ff_t_w1",
+                            "single_stream_blocks_0_block_attn1_to_k", "single_stream_blocks_0_block_ff_i_shared_experts_w3"},
+                           "ff_i_experts", ("shift", 3.0), "hidream-i1/lora", lambda generator: {
+                               "x": torch.randn(1, hidream.LATENT_CHANNELS, 8, 8, generator=generator),
+                               "t": torch.tensor([0.7]), "y": torch.randn(1, hidream.toy_geometry()["text_emb_dim"],
+                                                                          generator=generator),
+                               "context": torch.randn(1, 6, hidream.TINY_T5["d_model"], generator=generator),
+                               "encoder_hidden_states_llama3": torch.randn(
+                                   1, hidream.TINY_LLAMA["num_hidden_layers"], 6, hidream.TINY_LLAMA["hidden_size"],
+                                   generator=generator)},
+                           "transformer."),
     **{name: Expected(fixture, "Flux2", r"lora_unet_(double|single)_blocks_\d+_",
                       {"0_img_attn_qkv", "0_txt_attn_proj", "0_img_mlp_0", "0_txt_mlp_2", "0_linear1", "0_linear2"},
                       "mod", ("flux_shift", 3.1582), architecture, lambda generator: {

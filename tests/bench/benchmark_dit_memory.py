@@ -1,7 +1,8 @@
 """What Train LoRA's memory estimate says for the big transformers at their released sizes: Flux.1 dev (19
 double, 38 single blocks) beside kohya's published figures, Qwen-Image (60 blocks, 20B), Z-Image (6B),
 Lumina 2 (2.6B), Wan 2.1 T2V 14B (40 blocks; Wan 2.2 A14B's high- and low-noise files each have its shape) and
-Flux.2 (dev 32B, Klein 4B and 9B), the figures in the README's family sections.
+Flux.2 (dev 32B, Klein 4B and 9B) and HiDream I1 (16 double, 32 single MoE blocks, 17B; Full, Dev and Fast
+alike), the figures in the README's family sections.
 
 Each model is built on the meta device (shapes only), stored in fp8 (Load Diffusion Model's fp8_e4m3fn: one
 byte a weight) and computed in bf16, text-encoder outputs cached; the estimate's calibration was fitted on SD UNets.
@@ -15,7 +16,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from harness import flow_models, flux2, nextdit, qwen_image, runtime, wan  # noqa: E402
+from harness import flow_models, flux2, hidream, nextdit, qwen_image, runtime, wan  # noqa: E402
 
 KOHYA = {  # docs/flux_train_network.md, fp8_base at 1024 px
     (1024, 2): "24 GB", (1024, 1): "16 GB with block swap",
@@ -53,6 +54,7 @@ def main() -> None:
     report("Z-Image", nextdit.released_on_meta("z_image").diffusion_model, families.Z_IMAGE, {})
     report("Lumina 2", nextdit.released_on_meta("lumina2").diffusion_model, families.LUMINA2, {})
     report("Wan 2.1 T2V 14B", wan.full_size_wan21_14b_on_meta().diffusion_model, families.WAN, {})
+    report("HiDream I1", hidream.full_size_hidream_on_meta().diffusion_model, families.HIDREAM_I1, {})
     for name in flux2.RELEASED:  # (a Flux.2 transformer exists on every tree; Klein's encoder only on newer ones)
         report(name, flux2.released_on_meta(name).diffusion_model, families.FLUX2_DEV, {})  # (Klein: same latents)
 

@@ -164,9 +164,30 @@ FLUX2_KLEIN = Family("flux_2_klein", comfy.supported_models.Flux2, "flux_2_klein
                      "comfy", {}, bucket_step=16, latent_scale=16, latent_patch=1, implementation=IMPLEMENTATION_FLUX2,
                      sample_cfg=4.0, timestep_sampling="flux_shift", adapter_exclude=r"adaLN|_mod\.lin|modulation\.lin",
                      unet_config_match=(("guidance_embed", False),))
+# HiDream I1 (Full, Dev and Fast: one architecture, ComfyUI's HiDream config class), as ai-toolkit trains it: every
+# linear of the double- and single-stream blocks (its transformer_only default, toolkit/config_modules.py:202, over
+# get_transformer_block_names, extensions_built_in/diffusion_models/hidream/hidream_model.py:432), modulations
+# included, but not the routed MoE experts (`ignore_if_contains: ff_i.experts, ff_i.gate`,
+# config/examples/train_lora_hidream_48.yaml:31-33: only 2 of 4 see each token); the shared experts are trained, and
+# the router's gate is a bare weight, no linear, in ComfyUI as in diffusers, so it never gets an adapter. (SimpleTuner's
+# default is the image stream's to_q/k/v/out only, simpletuner/helpers/models/hidream/model.py:57.) The shift sampler
+# at 3.0: ai-toolkit's `timestep_type: shift` (yaml:56) with its scheduler's shift 3.0 (hidream_model.py:45), and
+# SimpleTuner's example `flow_schedule_shift: 3` (simpletuner/examples/hidream.peft-lora/config.json:17) over its
+# sigmoid draw, which is LoRA Lab's `shift` exactly (ai-toolkit shifts a uniform draw). ss_base_model_version
+# "hidream_i1" is ai-toolkit's (hidream_model.py:452, written at jobs/process/BaseSDTrainProcess.py:392); neither
+# trainer writes a flavour-free modelspec (SimpleTuner's is "hidream-<flavour>/lora", save_hooks.py:457), so
+# "hidream-i1/lora" is OneTrainer's (resources/sd_model_spec/hi_dream_full-lora.json). Files carry ComfyUI's module
+# paths; ai-toolkit's `diffusion_model.<path>` and SimpleTuner's `transformer.<path>` files load as well. Samples as
+# ComfyUI's HiDream I1 Full template (hidream_i1_full.json: KSampler 50 steps, cfg 5, as the
+# HiDream-I1 paper's "Full ... 50+ steps", arXiv 2505.22705):
+# Full is the one to train (yaml:75). 1024 px, 16 px buckets (8x latents in 2x2 patches). CLIP-L, CLIP-G, T5
+# and Llama 3.1 stay frozen (yaml:53).
+HIDREAM_I1 = Family("hidream_i1", comfy.supported_models.HiDream, "hidream_i1", "hidream-i1/lora", "flow", 1024, "comfy",
+                    {}, bucket_step=16, implementation="https://github.com/HiDream-ai/HiDream-I1", sample_cfg=5.0,
+                    sample_steps=50, timestep_sampling="shift", flow_shift=3.0, adapter_exclude=r"ff_i\.experts\.")
 BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL,
                                               CHROMA, FLOW_TOY_WORLD, QWEN_IMAGE, Z_IMAGE,
-                                              LUMINA2, WAN, FLUX2_DEV, FLUX2_KLEIN)}
+                                              LUMINA2, WAN, FLUX2_DEV, FLUX2_KLEIN, HIDREAM_I1)}
 GENERIC_PREFIX = "comfyui"  # generic families are named comfyui:<ComfyUI config class>:<prediction type>
 # Models whose conditioning needs what Load Dataset cannot give, by ComfyUI config class (the generic rule below
 # catches any model that concatenates an image or mask to its input).
