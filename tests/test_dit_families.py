@@ -247,3 +247,18 @@ def test_load_lora_reads_the_familys_peft_layout_files_as_the_same_change(family
     with helpers.comfy_warnings() as warnings:
         runtime.run_node("LoraLoaderModelOnly", model=bundle.model, lora_name=saved["lora_name"], strength_model=1.0)
     assert not [message for message in warnings if "lora key not loaded" in message], warnings
+
+
+def test_the_dataset_report_counts_captions_in_the_familys_own_tokens(family, tmp_path, comfy_dirs):
+    """The encoder that carries the caption counts it, without ComfyUI's prompt template, against the length the
+    family's trainer reads; a longer caption is reported with that length."""
+    name, _, bundle = family
+    tokens = families.BY_NAME[name].caption_tokens
+    folder = tmp_path / "data"
+    training_data.captioned_shapes(folder, count=2)
+    long_caption = ", ".join(f"a detailed red circle number {index}" for index in range(tokens.limit // 4 + 10))
+    (folder / "000.txt").write_text(long_caption, encoding="utf-8")
+    _, text = runtime.run_node("LoraLabLoadDataset", path=str(folder), repeats=1, caption_extension=".txt",
+                               class_tokens="", model=bundle.model, clip=bundle.clip)
+    assert f"(limit {tokens.limit} {tokens.name})" in text
+    assert f"Captions longer than {tokens.limit} {tokens.name} tokens" in text and tokens.source in text

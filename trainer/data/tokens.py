@@ -1,5 +1,5 @@
-"""Counting a caption's tokens as ComfyUI's tokenizer splits them (the report's long-caption check): CLIP's, or T5's
-where T5 carries the caption (Flux, Chroma)."""
+"""Counting a caption's tokens as ComfyUI's tokenizer splits them (the report's long-caption check): CLIP's, or that
+of the encoder that carries the caption (T5 for Flux and Chroma, the LLM for Qwen-Image, Z-Image...)."""
 from __future__ import annotations
 
 import functools
@@ -23,11 +23,15 @@ class TokenCounter:
 
 
 def caption_token_counter(clip: Any = None, family: Any = None) -> TokenCounter:
-    """T5's counter with kohya's t5xxl_max_token_length for a family whose captions T5 carries, CLIP's otherwise."""
-    t5 = getattr(getattr(clip, "tokenizer", None), "t5xxl", None)
-    if family is not None and family.t5_max_tokens and t5 is not None:
-        return TokenCounter(_counter(t5), family.t5_max_tokens, "T5",
-                            f"are longer than kohya trains {family.name} with (t5xxl_max_token_length)")
+    """The counter of the tokenizer that carries a family's captions (T5 for Flux, the LLM for Qwen-Image...) with
+    the length its trainer reads, CLIP's otherwise. The LLM's own tokenizer, inside ComfyUI's, counts the caption
+    without the prompt template ComfyUI wraps around it."""
+    tokens = getattr(family, "caption_tokens", None)
+    holder = getattr(clip, "tokenizer", None)
+    tokenizer = next((getattr(holder, name) for name in tokens.tokenizers if hasattr(holder, name)), None) if tokens else None
+    if tokenizer is not None:
+        return TokenCounter(_counter(tokenizer), tokens.limit, tokens.name,
+                            f"are longer than {family.name} is trained with ({tokens.source})")
     return clip_token_counter(clip)
 
 

@@ -29,6 +29,21 @@ IMPLEMENTATION_CHROMA = "https://huggingface.co/lodestones/Chroma"
 
 
 @dataclass(frozen=True)
+class CaptionTokens:
+    """The caption's tokenizer (the first of these that ComfyUI's CLIP tokenizer holds), its name in the report, and
+    how many of its tokens the family's trainer reads (more are cut off)."""
+
+    tokenizers: tuple[str, ...]
+    name: str
+    limit: int
+    source: str
+
+
+def t5_tokens(limit: int) -> CaptionTokens:
+    return CaptionTokens(("t5xxl",), "T5", limit, "kohya's t5xxl_max_token_length")
+
+
+@dataclass(frozen=True)
 class Family:
     """Facts kohya's tools and A1111 key on, plus our defaults for the family."""
 
@@ -57,7 +72,7 @@ class Family:
     fixed_guidance: float | None = None  # the guidance value other Flux-type models receive (Chroma: 0)
     sample_guidance: float | None = None  # FluxGuidance of samples and sweeps (cfg is then sample_cfg)
     sample_steps: int = 20  # sampler steps of samples and sweeps (timestep-distilled models need few)
-    t5_max_tokens: int | None = None  # kohya's t5xxl_max_token_length, where T5 carries the caption
+    caption_tokens: CaptionTokens | None = None  # the tokenizer that carries the caption, where CLIP's 75 do not
     flow_shift: float = FLUX_SHIFT  # the shift sampler's discrete_flow_shift (musubi-tuner's documented value)
     adapter_blocks: str = DIT_BLOCKS  # DiT families: regex of the module paths whose linears get adapters
     adapter_exclude: str | None = DIT_EXCLUDE  # regex of those the family's trainer leaves out (modulations)
@@ -85,21 +100,21 @@ TOY_WORLD = Family("toy_world", ToyWorld, "sd_v1", "stable-diffusion-v1/lora", "
 FLUX_DEV = Family("flux_dev", comfy.supported_models.Flux, "flux1", "flux-1-dev/lora", "flow", 1024, "comfy",
                   {"clip_l": "lora_te1"}, bucket_step=16, implementation=IMPLEMENTATION_FLUX, sample_cfg=1.0,
                   excluded_classes=(comfy.supported_models.FluxInpaint, comfy.supported_models.Flux2),
-                  timestep_sampling="shift", guidance_setting=True, sample_guidance=3.5, t5_max_tokens=512)
+                  timestep_sampling="shift", guidance_setting=True, sample_guidance=3.5, caption_tokens=t5_tokens(512))
 FLUX_SCHNELL = Family("flux_schnell", comfy.supported_models.FluxSchnell, "flux1", "flux-1-schnell/lora", "flow", 1024,
                       "comfy", {"clip_l": "lora_te1"}, bucket_step=16, implementation=IMPLEMENTATION_FLUX,
-                      sample_cfg=1.0, timestep_sampling="shift", sample_steps=4, t5_max_tokens=256)
+                      sample_cfg=1.0, timestep_sampling="shift", sample_steps=4, caption_tokens=t5_tokens(256))
 CHROMA = Family("chroma", comfy.supported_models.Chroma, "chroma", "chroma/lora", "flow", 1024, "comfy", {},
                 bucket_step=16, implementation=IMPLEMENTATION_CHROMA, sample_cfg=4.0,
                 excluded_classes=(comfy.supported_models.ChromaRadiance,), timestep_sampling="sigmoid",
-                fixed_guidance=0.0, t5_max_tokens=512)
+                fixed_guidance=0.0, caption_tokens=t5_tokens(512))
 # LoRA Lab's flow demo model (trainer/toy_world/flow_model.py): Flux.1 dev's architecture and file format at 32x32
 # pixels; its VAE is 4x, so buckets step by 8 px. Pretrained with logit-normal timesteps and random guidance, and not
 # guidance-distilled, so it samples with real CFG as Chroma does.
 FLOW_TOY_WORLD = Family("flow_toy_world", FlowToyWorld, "flux1", "flux-1-dev/lora", "flow", 32, "comfy",
                         {"clip_l": "lora_te1"}, bucket_step=8, latent_scale=4, implementation=IMPLEMENTATION_FLUX,
                         sample_cfg=4.0, timestep_sampling="sigmoid", guidance_setting=True, sample_guidance=3.5,
-                        t5_max_tokens=512)
+                        caption_tokens=t5_tokens(512))
 # Qwen-Image and Z-Image, as musubi-tuner trains them (docs/qwen_image.md, docs/zimage.md, networks/lora_*.py): the
 # shift sampler at its documented shift, and its metadata names (utils/sai_model_spec.py). Latents are 8x the pixels
 # in 2x2 patches (16 px buckets); their LLM text encoders are never trained.
@@ -107,14 +122,16 @@ FLOW_TOY_WORLD = Family("flow_toy_world", FlowToyWorld, "flux1", "flux-1-dev/lor
 # are the module paths, which ComfyUI's modules keep.
 QWEN_IMAGE = Family("qwen_image", comfy.supported_models.QwenImage, "qwen_image", "Qwen-Image/lora", "flow", 1328,
                     "comfy", {}, bucket_step=16, implementation="https://github.com/QwenLM/Qwen-Image", sample_cfg=4.0,
-                    timestep_sampling="shift", flow_shift=2.2, adapter_exclude=r"adaLN|_mod\.")
+                    timestep_sampling="shift", flow_shift=2.2, adapter_exclude=r"adaLN|_mod\.",
+                    caption_tokens=CaptionTokens(("qwen25_7b",), "Qwen2.5-VL", 1024, "diffusers' max_sequence_length"))
 # Z-Image: the linears of the main layers, not of the refiner layers nor the modulations. ComfyUI fuses q/k/v into
 # one `attention.qkv`, so the files carry ComfyUI's module paths (`lora_unet_layers_0_attention_qkv`). Samples follow
 # Z-Image Turbo, the distilled release most people run: cfg 1, 8 steps.
 Z_IMAGE = Family("z_image", comfy.supported_models.ZImage, "z_image", "Z-Image/lora", "flow", 1024, "comfy", {},
                  bucket_step=16, implementation="https://github.com/Tongyi-MAI/Z-Image", sample_cfg=1.0, sample_steps=8,
                  timestep_sampling="shift", flow_shift=2.0, adapter_blocks=r"^layers\.",
-                 adapter_exclude="adaLN_modulation")
+                 adapter_exclude="adaLN_modulation",
+                 caption_tokens=CaptionTokens(("qwen3_4b",), "Qwen3", 512, "diffusers' max_sequence_length"))
 # Lumina 2, as kohya's sd-scripts trains it (docs/lumina_train_network.md, networks/lora_lumina.py): every linear of
 # the main and refiner layers and the final layer, modulations included; its recommended `nextdit_shift` sampler
 # (`shift` at 6.0 on request); ComfyUI's module paths are kohya's Lumina names (`lora_unet_layers_0_attention_qkv`).
@@ -122,7 +139,8 @@ Z_IMAGE = Family("z_image", comfy.supported_models.ZImage, "z_image", "Z-Image/l
 LUMINA2 = Family("lumina2", comfy.supported_models.Lumina2, "lumina2", "lumina-2/lora", "flow", 1024, "comfy", {},
                  bucket_step=16, implementation="https://github.com/Alpha-VLLM/Lumina-Image-2.0", sample_cfg=4.0,
                  timestep_sampling="nextdit_shift", flow_shift=6.0,
-                 adapter_blocks=r"^(layers|noise_refiner|context_refiner|final_layer)\.", adapter_exclude=None)
+                 adapter_blocks=r"^(layers|noise_refiner|context_refiner|final_layer)\.", adapter_exclude=None,
+                 caption_tokens=CaptionTokens(("gemma2_2b",), "Gemma 2", 256, "kohya's gemma2_max_token_length"))
 # Wan 2.1 / 2.2 text-to-video, trained on still images as one-frame videos. ComfyUI's WAN21_T2V is Wan 2.1 T2V
 # (1.3B, 14B) and Wan 2.2 T2V A14B (its high- and low-noise files alike). musubi-tuner's defaults: every linear of
 # the attention blocks but its excluded names (networks/lora_wan.py:37), the shift sampler at 3.0 (docs/wan.md:177),
@@ -147,7 +165,8 @@ def _variants_of(config_class: type) -> tuple[type, ...]:
 WAN = Family("wan", comfy.supported_models.WAN21_T2V, "wan", "wan2.1/lora", "flow", 640, "comfy", {},
              bucket_step=16, implementation=IMPLEMENTATION_WAN, sample_cfg=5.0,
              excluded_classes=_variants_of(comfy.supported_models.WAN21_T2V), timestep_sampling="shift", flow_shift=3.0,
-             adapter_exclude=r"patch_embedding|text_embedding|time_embedding|time_projection|norm|head")
+             adapter_exclude=r"patch_embedding|text_embedding|time_embedding|time_projection|norm|head",
+             caption_tokens=CaptionTokens(("clip_umt5xxl",), "UMT5", 512, "Wan's text_len"))
 # Flux.2 (dev, guidance-distilled, and Klein 4B/9B, which have no guidance input), as musubi-tuner trains it
 # (docs/flux_2.md, networks/lora_flux_2.py, flux_2_train_network.py): every linear of the double and single blocks
 # (Black Forest Labs' names, which ComfyUI keeps) but the modulations; its `flux2_shift` sampler, which is Flux's
@@ -156,14 +175,16 @@ WAN = Family("wan", comfy.supported_models.WAN21_T2V, "wan", "wan2.1/lora", "flo
 # defaults for the base models); metadata as musubi-tuner writes it (utils/sai_model_spec.py; it names Klein's size,
 # which LoRA Lab leaves out). The text encoders (Mistral 3 24B, Qwen3 4B/8B) are never trained.
 IMPLEMENTATION_FLUX2 = "https://github.com/black-forest-labs/flux2"
+FLUX2_TOKENS = CaptionTokens(("mistral3_24b", "qwen3_4b", "qwen3_8b"), "LLM", 512, "diffusers' max_sequence_length")
 FLUX2_DEV = Family("flux_2_dev", comfy.supported_models.Flux2, "flux_2_dev", "Flux.2-dev/lora", "flow", 1024, "comfy", {},
                    bucket_step=16, latent_scale=16, latent_patch=1, implementation=IMPLEMENTATION_FLUX2, sample_cfg=1.0,
                    timestep_sampling="flux_shift", guidance_setting=True, sample_guidance=4.0,
-                   adapter_exclude=r"adaLN|_mod\.lin|modulation\.lin", unet_config_match=(("guidance_embed", True),))
+                   adapter_exclude=r"adaLN|_mod\.lin|modulation\.lin", unet_config_match=(("guidance_embed", True),),
+                   caption_tokens=FLUX2_TOKENS)
 FLUX2_KLEIN = Family("flux_2_klein", comfy.supported_models.Flux2, "flux_2_klein", "Flux.2-klein/lora", "flow", 1024,
                      "comfy", {}, bucket_step=16, latent_scale=16, latent_patch=1, implementation=IMPLEMENTATION_FLUX2,
                      sample_cfg=4.0, timestep_sampling="flux_shift", adapter_exclude=r"adaLN|_mod\.lin|modulation\.lin",
-                     unet_config_match=(("guidance_embed", False),))
+                     unet_config_match=(("guidance_embed", False),), caption_tokens=FLUX2_TOKENS)
 # HiDream I1 (Full, Dev and Fast: one architecture, ComfyUI's HiDream config class), as ai-toolkit trains it: every
 # linear of the double- and single-stream blocks (its transformer_only default, toolkit/config_modules.py:202, over
 # get_transformer_block_names, extensions_built_in/diffusion_models/hidream/hidream_model.py:432), modulations
@@ -184,7 +205,8 @@ FLUX2_KLEIN = Family("flux_2_klein", comfy.supported_models.Flux2, "flux_2_klein
 # and Llama 3.1 stay frozen (yaml:53).
 HIDREAM_I1 = Family("hidream_i1", comfy.supported_models.HiDream, "hidream_i1", "hidream-i1/lora", "flow", 1024, "comfy",
                     {}, bucket_step=16, implementation="https://github.com/HiDream-ai/HiDream-I1", sample_cfg=5.0,
-                    sample_steps=50, timestep_sampling="shift", flow_shift=3.0, adapter_exclude=r"ff_i\.experts\.")
+                    sample_steps=50, timestep_sampling="shift", flow_shift=3.0, adapter_exclude=r"ff_i\.experts\.",
+                    caption_tokens=CaptionTokens(("t5xxl",), "T5", 128, "ComfyUI's and diffusers' max_sequence_length"))
 BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL,
                                               CHROMA, FLOW_TOY_WORLD, QWEN_IMAGE, Z_IMAGE,
                                               LUMINA2, WAN, FLUX2_DEV, FLUX2_KLEIN, HIDREAM_I1)}
