@@ -193,9 +193,10 @@ HIDREAM_I1 = Family("hidream_i1", comfy.supported_models.HiDream, "hidream_i1", 
 # (`lora_unet_double_blocks_0_img_mod_lin`), which are kohya's `lora_unet` names after its
 # networks/convert_hunyuan_image_lora_to_comfy.py. Noise levels: kohya's default `--timestep_sampling sigma`
 # (hunyuan_image_train_network.py:650-652) draws uniformly over its scheduler's timesteps at
-# `--discrete_flow_shift 5.0` (:672-675, :511; library/flux_train_utils.py:500-512, weighting_scheme uniform),
-# which is ComfyUI's own schedule for the model (supported_models.py HunyuanImage21 sampling shift 5.0), so the
-# family default is the model's own schedule; `shift` on request at kohya's 5.0 (docs :137 "Recommended Settings").
+# `--discrete_flow_shift 5.0` (:672-675, :511; library/flux_train_utils.py:500-512 with train_util.py:4280's
+# weighting_scheme uniform), which is ComfyUI's own schedule for the model (supported_models.py HunyuanImage21
+# sampling shift 5.0), so the family default is the model's own schedule; `shift` on request at kohya's 5.0 (docs
+# :137, :300-302 "Recommended Settings").
 # Metadata as kohya writes it: ss_base_model_version "hunyuan-image-2.1" (library/hunyuan_image_utils.py:16,
 # hunyuan_image_train_network.py:374), modelspec "hunyuan-image-2.1/lora" and the official repository
 # (library/sai_model_spec.py:82,96). 2048 px in 32 px buckets: the model generates 2K (2048x2048, the official
