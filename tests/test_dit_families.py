@@ -1,5 +1,5 @@
-"""The DiT families of musubi-tuner (Qwen-Image, Z-Image, Wan), kohya's sd-scripts (Lumina 2) and ai-toolkit (HiDream I1)
-through the real nodes,
+"""The DiT families of musubi-tuner (Qwen-Image, Z-Image, Wan), kohya's sd-scripts (Lumina 2, HunyuanImage 2.1) and
+ai-toolkit (HiDream I1) through the real nodes,
 each on a tiny random model built with ComfyUI's own classes and recognised by ComfyUI's model detection.
 
 Load Dataset -> Train LoRA -> Save LoRA trains the layers that trainer trains, with its documented timestep sampler
@@ -18,7 +18,7 @@ import safetensors.torch
 import torch
 
 import test_lora_files_helpers as helpers
-from harness import flux2, hidream, nextdit, qwen_image, runtime, training_data, wan
+from harness import flux2, hidream, hunyuan_image, nextdit, qwen_image, runtime, training_data, wan
 
 families = runtime.pack("trainer.models.families")
 flow_matching = runtime.pack("trainer.training.flow_matching")
@@ -34,10 +34,11 @@ class Expected:
     names: str  # a regex every trained layer's name matches from its start
     parts: set[str]  # name fragments of layer kinds that must be trained (block 0)
     left_out: str  # a name fragment of layers the family's trainer leaves out
-    sampler: tuple[str, float]  # timestep sampler and shift
+    sampler: tuple[str, float] | None  # timestep sampler and shift (None: uniform over the model's own schedule)
     architecture: str
     model_inputs: Callable[[torch.Generator], dict[str, Any]]  # a call of the diffusion model, as sampling makes it
     peft_prefix: str  # how ai-toolkit's peft-layout files name the family's layers
+    base_model_version: str | None = None  # ss_base_model_version, where the trainer's differs from the family name
 
 
 def nextdit_inputs(context_width: int) -> Callable[[torch.Generator], dict[str, Any]]:
@@ -81,6 +82,16 @@ FAMILIES = {
                                    1, hidream.TINY_LLAMA["num_hidden_layers"], 6, hidream.TINY_LLAMA["hidden_size"],
                                    generator=generator)},
                            "transformer."),
+    "hunyuan_image_2_1": Expected(
+        hunyuan_image.tiny_hunyuan_image, "HunyuanImage21", r"lora_unet_(double|single)_blocks_\d+_",
+        {"double_blocks_0_img_attn_qkv", "double_blocks_0_txt_attn_proj", "double_blocks_0_img_mod_lin",
+         "double_blocks_0_img_mlp_0", "double_blocks_0_txt_mlp_2", "single_blocks_0_linear1", "single_blocks_0_linear2",
+         "single_blocks_0_modulation_lin"}, "token_refiner", None, "hunyuan-image-2.1/lora", lambda generator: {
+            "x": torch.randn(1, hunyuan_image.LATENT_CHANNELS, 4, 4, generator=generator),
+            "timestep": torch.tensor([0.7]),
+            "context": torch.randn(1, 6, hunyuan_image.TINY_QWEN25["hidden_size"], generator=generator),
+            "txt_byt5": torch.randn(1, 4, 1472, generator=generator)},
+        "diffusion_model.", base_model_version="hunyuan-image-2.1"),
     **{name: Expected(fixture, "Flux2", r"lora_unet_(double|single)_blocks_\d+_",
                       {"0_img_attn_qkv", "0_txt_attn_proj", "0_img_mlp_0", "0_txt_mlp_2", "0_linear1", "0_linear2"},
                       "mod", ("flux_shift", 3.1582), architecture, lambda generator: {
@@ -135,7 +146,7 @@ def test_the_family_trains_saves_with_musubi_names_and_loads_completely(family, 
     finally:
         flow_matching.sample_sigmas = original
     assert lora.family == name
-    assert sampled and set(sampled) == {expected.sampler}  # the family's trainer's documented default
+    assert set(sampled) == ({expected.sampler} if expected.sampler else set())  # the trainer's documented default
     names = helpers.module_names(lora.weights())
     assert names and all(re.match(expected.names, layer) for layer in names)
     assert not [layer for layer in names if expected.left_out in layer]
@@ -146,7 +157,8 @@ def test_the_family_trains_saves_with_musubi_names_and_loads_completely(family, 
     with safetensors.safe_open(saved["path"], "pt") as handle:
         metadata, keys = handle.metadata(), set(handle.keys())
     assert keys == set(lora.weights())
-    assert metadata["ss_base_model_version"] == name  # musubi-tuner's architecture_full_name, kohya's model version
+    # musubi-tuner's architecture_full_name, kohya's model version
+    assert metadata["ss_base_model_version"] == (expected.base_model_version or name)
     assert metadata["modelspec.architecture"] == expected.architecture  # their sai_model_spec.py
     with helpers.comfy_warnings() as warnings:
         runtime.run_node("LoraLoaderModelOnly", model=bundle.model, lora_name=saved["lora_name"], strength_model=1.0)
@@ -172,6 +184,7 @@ def test_strength_sweep_and_training_samples_render(family, dataset, comfy_dirs)
     the pictures themselves cannot show it.)"""
     name, _, bundle = family
     family_entry = families.BY_NAME[name]
+    size = 2 * family_entry.bucket_step  # two latent pixels a side: 32 px, 64 px at HunyuanImage's 32x
     lora = runtime.run_node("LoraLabTrainLoRA", **flow_inputs(bundle, dataset, epochs=3, sample_prompts="a red circle",
                                                               sample_every_n_epochs=1))[2]
     assert lora.samples.get(1)
@@ -181,7 +194,7 @@ def test_strength_sweep_and_training_samples_render(family, dataset, comfy_dirs)
     try:
         result = runtime.run_node("LoraLabStrengthSweep", model=bundle.model, clip=bundle.clip, vae=bundle.vae,
                                   lora=lora, prompts="sks, a red circle", negative="", strengths="0, 1", seeds="1",
-                                  epochs="final", clip_strength_ratio=1.0, width=32, height=32, steps=2,
+                                  epochs="final", clip_strength_ratio=1.0, width=size, height=size, steps=2,
                                   cfg=family_entry.sample_cfg, sampler_name="euler", scheduler="simple")
     finally:
         handle.remove()

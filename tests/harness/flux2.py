@@ -35,7 +35,7 @@ def flux2_config(guidance_embed: bool = False) -> dict[str, Any]:
             "context_in_dim": 3 * TINY_QWEN3["hidden_size"], "hidden_size": 64, "mlp_ratio": 3.0, "depth": 1,
             "depth_single_blocks": 1, "theta": 2000, "patch_size": 1, "qkv_bias": False, "guidance_embed": guidance_embed,
             "global_modulation": True, "mlp_silu_act": True, "ops_bias": False, "default_ref_method": "index",
-            "ref_index_scale": 10.0, "txt_ids_dims": [3], **TOY_GEOMETRY}
+            "ref_index_scale": 10.0, **TOY_GEOMETRY}
 
 
 def flux2_vae_config() -> dict[str, Any]:

@@ -8,6 +8,7 @@ size (0.6B weights) whatever the config says, and text prompts never reach it.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -36,12 +37,11 @@ def diffusion_weights(config: dict[str, Any], seed: int) -> dict[str, torch.Tens
         **config, operations=comfy.ops.disable_weight_init), seed).state_dict()
 
 
-def qwen_image_clip_target() -> Any:
-    """ComfyUI's Qwen-Image text encoder (template, tokenizer, hidden-state readout) over a toy Qwen2.5-VL."""
-    import comfy.sd1_clip
-    import comfy.supported_models_base
+@functools.cache
+def text_only_qwen25_vl() -> type:
+    """ComfyUI's Qwen2.5-VL without its vision tower, which ComfyUI builds at full size whatever the config says
+    (text prompts never reach it); Qwen-Image and HunyuanImage 2.1 read the same language model."""
     import comfy.text_encoders.llama as llama
-    import comfy.text_encoders.qwen_image as qwen_image
 
     class TextOnlyQwen25VL(llama.Qwen25_7BVLI):
         def __init__(self, config_dict, dtype, device, operations):
@@ -51,18 +51,38 @@ def qwen_image_clip_target() -> Any:
             self.model = llama.Llama2_(config, device=device, dtype=dtype, ops=operations)
             self.dtype = dtype
 
-    class TinyQwen25Model(qwen_image.Qwen25_7BVLIModel):
-        def __init__(self, device="cpu", layer="last", layer_idx=None, dtype=None, attention_mask=True, model_options={}):
+    return TextOnlyQwen25VL
+
+
+def tiny_qwen25_model(base: type, config: dict[str, Any], layer: str = "last", layer_idx: int | None = None) -> type:
+    """ComfyUI's Qwen2.5-VL encoder class `base` over the text-only Qwen2.5-VL at `config`'s size, reading the
+    hidden states `layer` / `layer_idx` as the family's encoder does."""
+    import comfy.sd1_clip
+
+    readout = {"layer": layer, "layer_idx": layer_idx}
+
+    class TinyQwen25Model(base):
+        def __init__(self, device="cpu", dtype=None, attention_mask=True, model_options={}, **_):
             comfy.sd1_clip.SDClipModel.__init__(
-                self, device=device, layer=layer, layer_idx=layer_idx, textmodel_json_config={}, dtype=dtype,
-                special_tokens={"pad": 151643}, layer_norm_hidden_state=False, model_class=TextOnlyQwen25VL,
+                self, device=device, **readout, textmodel_json_config={}, dtype=dtype,
+                special_tokens={"pad": 151643}, layer_norm_hidden_state=False, model_class=text_only_qwen25_vl(),
                 enable_attention_masks=attention_mask, return_attention_masks=attention_mask,
-                model_options={**model_options, "qwen25_7b_model_config": TINY_QWEN25})
+                model_options={**model_options, "qwen25_7b_model_config": config})
+
+    return TinyQwen25Model
+
+
+def qwen_image_clip_target() -> Any:
+    """ComfyUI's Qwen-Image text encoder (template, tokenizer, hidden-state readout) over a toy Qwen2.5-VL."""
+    import comfy.sd1_clip
+    import comfy.supported_models_base
+    import comfy.text_encoders.qwen_image as qwen_image
 
     class TinyQwenImageTE(qwen_image.QwenImageTEModel):
         def __init__(self, device="cpu", dtype=None, model_options={}):
             comfy.sd1_clip.SD1ClipModel.__init__(self, device=device, dtype=dtype, name="qwen25_7b",
-                                                 clip_model=TinyQwen25Model, model_options=model_options)
+                                                 clip_model=tiny_qwen25_model(qwen_image.Qwen25_7BVLIModel, TINY_QWEN25),
+                                                 model_options=model_options)
 
     return comfy.supported_models_base.ClipTarget(qwen_image.QwenImageTokenizer, TinyQwenImageTE)
 

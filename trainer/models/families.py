@@ -207,9 +207,38 @@ HIDREAM_I1 = Family("hidream_i1", comfy.supported_models.HiDream, "hidream_i1", 
                     {}, bucket_step=16, implementation="https://github.com/HiDream-ai/HiDream-I1", sample_cfg=5.0,
                     sample_steps=50, timestep_sampling="shift", flow_shift=3.0, adapter_exclude=r"ff_i\.experts\.",
                     caption_tokens=CaptionTokens(("t5xxl",), "T5", 128, "ComfyUI's and diffusers' max_sequence_length"))
+# HunyuanImage 2.1 (the 17B text-to-image model; its refiner concatenates an image and is refused), as kohya's
+# sd-scripts trains it (docs/hunyuan_image_train_network.md, hunyuan_image_train_network.py, networks/
+# lora_hunyuan_image.py): every linear of the double- and single-stream blocks, modulations included
+# (lora_hunyuan_image.py:194-195 targets MMDoubleStreamBlock/MMSingleStreamBlock and creates a LoRA on each of
+# their Linears, :276-285), none of the token refiner, byT5 mapper or embedders; files under ComfyUI's module paths
+# (`lora_unet_double_blocks_0_img_mod_lin`), which are kohya's `lora_unet` names after its
+# networks/convert_hunyuan_image_lora_to_comfy.py. Noise levels: kohya's default `--timestep_sampling sigma`
+# (hunyuan_image_train_network.py:650-652) draws uniformly over its scheduler's timesteps at
+# `--discrete_flow_shift 5.0` (:672-675, :511; library/flux_train_utils.py:500-512 with train_util.py:4280's
+# weighting_scheme uniform), which is ComfyUI's own schedule for the model (supported_models.py HunyuanImage21
+# sampling shift 5.0), so the family default is the model's own schedule; `shift` on request at kohya's 5.0 (docs
+# :137, :300-302 "Recommended Settings").
+# Metadata as kohya writes it: ss_base_model_version "hunyuan-image-2.1" (library/hunyuan_image_utils.py:16,
+# hunyuan_image_train_network.py:374), modelspec "hunyuan-image-2.1/lora" and the official repository
+# (library/sai_model_spec.py:82,96). 2048 px in 32 px buckets: the model generates 2K (2048x2048, the official
+# README), ComfyUI's EmptyHunyuanImageLatent defaults to 2048 in steps of 32 (comfy_extras/nodes_hunyuan.py:354 in
+# 0.3.75, :371 in 0.33); latents are 32x the pixels, one token per latent pixel (patch 1). Samples at cfg 3.5 and
+# 20 steps, kohya's sample defaults (hunyuan_image_train_network.py:162,165; 3.5 is the official guidance_scale).
+# The released base model has no guidance input; the guidance value 6.0 is what ComfyUI gives its distilled
+# sibling when sampling (model_base.py HunyuanImage21.extra_conds), so training feeds it the same. Qwen2.5-VL and
+# byT5 stay frozen (`--network_train_unet_only` is required, docs :143).
+HUNYUAN_IMAGE_2_1 = Family("hunyuan_image_2_1", comfy.supported_models.HunyuanImage21, "hunyuan-image-2.1",
+                           "hunyuan-image-2.1/lora", "flow", 2048, "comfy", {}, bucket_step=32, latent_scale=32,
+                           latent_patch=1, implementation="https://github.com/Tencent-Hunyuan/HunyuanImage-2.1",
+                           sample_cfg=3.5, fixed_guidance=6.0, flow_shift=5.0,
+                           adapter_blocks=r"^(double|single)_blocks\.", adapter_exclude=None,
+                           caption_tokens=CaptionTokens(("qwen25_7b",), "Qwen2.5-VL", 1024,
+                                                        "kohya's TOKENIZER_MAX_LENGTH"))
 BY_NAME = {family.name: family for family in (SD15, SD2, SD2_V, SDXL, SD3, TOY_WORLD, FLUX_DEV, FLUX_SCHNELL,
                                               CHROMA, FLOW_TOY_WORLD, QWEN_IMAGE, Z_IMAGE,
-                                              LUMINA2, WAN, FLUX2_DEV, FLUX2_KLEIN, HIDREAM_I1)}
+                                              LUMINA2, WAN, FLUX2_DEV, FLUX2_KLEIN, HIDREAM_I1,
+                                              HUNYUAN_IMAGE_2_1)}
 GENERIC_PREFIX = "comfyui"  # generic families are named comfyui:<ComfyUI config class>:<prediction type>
 # Models whose conditioning needs what Load Dataset cannot give, by ComfyUI config class (the generic rule below
 # catches any model that concatenates an image or mask to its input).
