@@ -10,7 +10,7 @@ import collections
 import pathlib
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 from .buckets import Bucket, make_buckets, nearest_bucket, upscale_factor
 from .dataset import DatasetImage
