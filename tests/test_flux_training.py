@@ -147,6 +147,13 @@ def test_the_loss_is_the_flow_matching_loss_in_velocity_space(tmp_path):
     assert 0 < float(sigma) < 1
 
 
+def test_a_negative_shift_is_refused_by_name():
+    """0 means the family's shift; a negative one (from a kohya config, which no widget range guards) is refused."""
+    with pytest.raises(errors.SettingsError, match="discrete_flow_shift -1.0 is negative: use 0 for the family's shift"):
+        TrainingSettings(discrete_flow_shift=-1.0)
+    assert TrainingSettings(discrete_flow_shift=0.0).discrete_flow_shift == 0.0
+
+
 @pytest.mark.parametrize("family,overrides,message", [
     ("flux_dev", {"min_snr_gamma": 7.0}, "min_snr_gamma 7.0 weights eps/v noise levels"),
     ("chroma", {"text_encoder_lr": 1e-4}, "text_encoder_lr trains CLIP text encoders"),

@@ -85,6 +85,9 @@ class TrainingSettings:
             raise SettingsError(f"caption_dropout must be in [0, 1] (got {self.caption_dropout}).")
         if self.resolution < 0:
             raise SettingsError(f"resolution {self.resolution} is negative: use 0 for the model's native size.")
+        if self.discrete_flow_shift < 0:
+            raise SettingsError(f"discrete_flow_shift {self.discrete_flow_shift} is negative: use 0 for the family's "
+                                "shift, or a positive shift (higher trains at more noise).")
 
     @property
     def network_alpha(self) -> float:
